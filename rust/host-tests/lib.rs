@@ -1,0 +1,1 @@
+//! Host-side test support for the persistent-data layer (std allowed here).

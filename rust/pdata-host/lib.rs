@@ -1,0 +1,17 @@
+//! Host build of the shared persistent-data tree (`rust/pdata`), for unit,
+//! property and crash tests with cargo.  The crate is `no_std` like the
+//! kernel module, so a `std::` or `alloc::` path inside `rust/pdata` fails
+//! to compile here just as it would in the kernel; only this file's `env`
+//! module uses `alloc`.
+
+#![no_std]
+#![deny(missing_docs, unreachable_pub, rust_2018_idioms, unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod env;
+
+#[path = "../pdata/mod.rs"]
+pub mod pdata;
