@@ -55,17 +55,17 @@ impl Error {
     /// The positive errno value upstream returns for this error.
     pub fn errno(self) -> i32 {
         match self {
-            Error::Io => 5,                              // EIO
-            Error::Corrupt(Corruption::Location) => 15,  // ENOTBLK
-            Error::Corrupt(_) => 84,                     // EILSEQ
-            Error::NoSpace => 28,                        // ENOSPC
-            Error::NoMem => 12,                          // ENOMEM
-            Error::WouldBlock => 11,                     // EWOULDBLOCK
-            Error::NotFound => 61,                       // ENODATA
-            Error::ReadOnly => 1,                        // EPERM
-            Error::Invalid => 22,                        // EINVAL
-            Error::Exists => 17,                         // EEXIST
-            Error::Busy => 16,                           // EBUSY
+            Error::Io => 5,                             // EIO
+            Error::Corrupt(Corruption::Location) => 15, // ENOTBLK
+            Error::Corrupt(_) => 84,                    // EILSEQ
+            Error::NoSpace => 28,                       // ENOSPC
+            Error::NoMem => 12,                         // ENOMEM
+            Error::WouldBlock => 11,                    // EWOULDBLOCK
+            Error::NotFound => 61,                      // ENODATA
+            Error::ReadOnly => 1,                       // EPERM
+            Error::Invalid => 22,                       // EINVAL
+            Error::Exists => 17,                        // EEXIST
+            Error::Busy => 16,                          // EBUSY
         }
     }
 }

@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The safe device-mapper layer: everything the targets need from dm core
+//! and the block layer, wrapped so that the targets contain no `unsafe`.
+//!
+//! - [`target`]: target registration (`dm_register_target` inside pin-init,
+//!   unregistration on drop), the [`target::Target`] trait and the C
+//!   trampolines;
+//! - [`args`]: the `argc/argv` of constructors and messages;
+//! - [`status`]: a `fmt::Write` sink over dm's status buffer with DMEMIT
+//!   semantics (truncates, always NUL-terminated, never past `maxlen`);
+//! - [`dev`]: `dm_dev` get/put as an owned handle;
+//! - [`bio`]: the bio handed to `map`, which can only leave `map` by being
+//!   remapped, killed or requeued;
+//! - [`log`]: kernel log lines in upstream's `device-mapper: thin: ` form.
+
+#[macro_use]
+pub(crate) mod log;
+pub(crate) mod args;
+pub(crate) mod bio;
+pub(crate) mod dev;
+pub(crate) mod status;
+pub(crate) mod target;

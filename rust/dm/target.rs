@@ -1,0 +1,358 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Target registration and the C trampolines.
+//!
+//! A target type implements [`Target`]; [`Registration`] fills a
+//! `struct target_type` with trampolines for the operations the type
+//! implements (the `#[vtable]` `HAS_*` constants), registers it inside
+//! pin-init (the structure holds dm's list head, so it must not move) and
+//! unregisters it on drop.  The target object a constructor returns is
+//! boxed into `ti->private` and freed by the destructor trampoline; every
+//! other operation borrows it shared, because dm core calls `map` and
+//! `status` on many CPUs at once.
+
+use core::ffi::CStr;
+use core::marker::PhantomData;
+
+use kernel::alloc::KBox;
+use kernel::ffi::{c_char, c_int, c_uint, c_void};
+use kernel::bindings;
+use kernel::error::{Error, Result};
+use kernel::init::{pin_init_from_closure, PinInit};
+use kernel::prelude::*;
+use kernel::types::Opaque;
+use kernel::ThisModule;
+
+use super::args::Args;
+use super::bio::{MapBio, Mapped};
+use super::dev::DmDev;
+use super::status::StatusWriter;
+
+/// A constructor failure: the message for `ti->error` and the errno.
+pub(crate) struct CtrError {
+    /// NUL-terminated static message (dm core logs it).
+    pub(crate) msg: &'static [u8],
+    /// The error returned to dm core.
+    pub(crate) err: Error,
+}
+
+impl CtrError {
+    /// An error with a static C-string message.
+    pub(crate) fn new(msg: &'static CStr, err: Error) -> Self {
+        CtrError {
+            msg: msg.to_bytes_with_nul(),
+            err,
+        }
+    }
+}
+
+impl From<crate::thin::table::TableError> for CtrError {
+    fn from(e: crate::thin::table::TableError) -> Self {
+        CtrError {
+            msg: e.msg_with_nul(),
+            err: Error::from_errno(-e.errno),
+        }
+    }
+}
+
+/// Which status dm core asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StatusKind {
+    /// `dmsetup status` (`STATUSTYPE_INFO`).
+    Info,
+    /// `dmsetup table` (`STATUSTYPE_TABLE`).
+    Table,
+    /// IMA measurement (`STATUSTYPE_IMA`).
+    Ima,
+}
+
+/// The target under construction (`struct dm_target` during `ctr`).
+///
+/// # Invariants
+///
+/// `ti` is the valid target dm core passed to the running constructor.
+pub(crate) struct TargetCtx<'a> {
+    ti: *mut bindings::dm_target,
+    _life: PhantomData<&'a mut bindings::dm_target>,
+}
+
+impl TargetCtx<'_> {
+    /// The raw target, for the other parts of the dm layer.
+    pub(crate) fn as_raw(&self) -> *mut bindings::dm_target {
+        self.ti
+    }
+
+    /// Length of the target in sectors.
+    pub(crate) fn len(&self) -> u64 {
+        // SAFETY: `ti` is valid during the constructor (type invariant).
+        unsafe { (*self.ti).len }
+    }
+
+    /// The mapped device of the table being loaded.
+    #[allow(dead_code)]
+    pub(crate) fn table_md(&self) -> *mut bindings::mapped_device {
+        // SAFETY: `ti` and its table are valid during the constructor.
+        unsafe { bindings::dm_table_get_md((*self.ti).table) }
+    }
+}
+
+/// The operations of a device-mapper target type.
+#[vtable]
+pub(crate) trait Target: Sized + Send + Sync {
+    /// Target name (`thin-pool`, `thin`).
+    const NAME: &'static CStr;
+    /// Target version, reported by `dmsetup targets`.
+    const VERSION: [u32; 3];
+    /// `DM_TARGET_*` feature bits.
+    const FEATURES: u64;
+
+    /// Builds the target from its table arguments.
+    fn ctr(ti: &mut TargetCtx<'_>, args: &Args<'_>) -> Result<KBox<Self>, CtrError>;
+
+    /// Maps one bio; must not wait for I/O.
+    fn map<'a>(&self, bio: MapBio<'a>) -> Mapped<'a>;
+
+    /// Writes status or table output.
+    fn status(&self, _kind: StatusKind, _flags: u32, _out: &mut StatusWriter<'_>) {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Handles `dmsetup message`.
+    fn message(&self, _args: &Args<'_>, _out: &mut StatusWriter<'_>) -> Result {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Reports the devices the target maps to (`iterate_devices`).
+    fn iterate_devices(&self, _callout: &mut Callout<'_>) -> c_int {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// The `iterate_devices` callout dm core passes.
+pub(crate) struct Callout<'a> {
+    ti: *mut bindings::dm_target,
+    f: bindings::iterate_devices_callout_fn,
+    data: *mut c_void,
+    _life: PhantomData<&'a mut c_void>,
+}
+
+impl Callout<'_> {
+    /// Calls the callout for `len` sectors of `dev` starting at `start`.
+    pub(crate) fn call(&mut self, dev: &DmDev, start: u64, len: u64) -> c_int {
+        match self.f {
+            // SAFETY: `f`, `ti` and `data` are what dm core passed to
+            // `iterate_devices`, valid for this call; `dev` is held by the
+            // target.
+            Some(f) => unsafe { f(self.ti, dev.as_raw(), start, len, self.data) },
+            None => 0,
+        }
+    }
+}
+
+/// A registered target type; unregistered on drop.
+///
+/// # Invariants
+///
+/// `tt` was registered with `dm_register_target` and stays registered
+/// until drop.
+#[pin_data(PinnedDrop)]
+pub(crate) struct Registration<T: Target> {
+    #[pin]
+    tt: Opaque<bindings::target_type>,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: after registration the `target_type` is only read by dm core,
+// which serialises list updates itself.
+unsafe impl<T: Target> Send for Registration<T> {}
+// SAFETY: as above; `&Registration` gives no access to the C structure.
+unsafe impl<T: Target> Sync for Registration<T> {}
+
+impl<T: Target> Registration<T> {
+    /// Registers target type `T` for `module`.
+    pub(crate) fn new(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        let tt_init = move |slot: *mut Opaque<bindings::target_type>| -> Result {
+            let tt = Opaque::raw_get(slot);
+            let value = bindings::target_type {
+                features: T::FEATURES,
+                name: T::NAME.as_ptr().cast(),
+                module: module.as_ptr(),
+                version: T::VERSION,
+                ctr: Some(ctr_tramp::<T>),
+                dtr: Some(dtr_tramp::<T>),
+                map: Some(map_tramp::<T>),
+                status: if T::HAS_STATUS { Some(status_tramp::<T>) } else { None },
+                message: if T::HAS_MESSAGE { Some(message_tramp::<T>) } else { None },
+                iterate_devices: if T::HAS_ITERATE_DEVICES {
+                    Some(iterate_devices_tramp::<T>)
+                } else {
+                    None
+                },
+                ..Default::default()
+            };
+            // SAFETY: `tt` points to the (uninitialised) target type inside
+            // the pinned allocation being initialised.
+            unsafe { tt.write(value) };
+            // SAFETY: `tt` is initialised and pinned: it stays at this
+            // address until `PinnedDrop` unregisters it.
+            kernel::error::to_result(unsafe { bindings::dm_register_target(tt) })
+        };
+        // SAFETY: on success the closure initialised `tt` (and `_t` is a
+        // ZST); on failure nothing was registered and nothing needs dropping.
+        let tt = unsafe { pin_init_from_closure(tt_init) };
+        try_pin_init!(Self {
+            tt <- tt,
+            _t: PhantomData,
+        })
+    }
+}
+
+#[pinned_drop]
+impl<T: Target> PinnedDrop for Registration<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: `tt` is registered (type invariant) and is unregistered
+        // exactly once, here.
+        unsafe { bindings::dm_unregister_target(self.tt.get()) };
+    }
+}
+
+/// # Safety
+///
+/// Called by dm core with a valid target under construction and `argc`
+/// valid NUL-terminated arguments.
+unsafe extern "C" fn ctr_tramp<T: Target>(
+    ti: *mut bindings::dm_target,
+    argc: c_uint,
+    argv: *mut *mut c_char,
+) -> c_int {
+    // SAFETY: dm core's arguments live for the whole constructor call.
+    let args = match unsafe { Args::from_raw(argc, argv) } {
+        Ok(a) => a,
+        Err(e) => {
+            // SAFETY: `ti` is valid; the message is a static C string.
+            unsafe { (*ti).error = c"Cannot allocate argument list".as_ptr().cast_mut().cast() };
+            return e.to_errno();
+        }
+    };
+    // INVARIANT: `ti` is the target of this constructor call.
+    let mut ctx = TargetCtx {
+        ti,
+        _life: PhantomData,
+    };
+    match T::ctr(&mut ctx, &args) {
+        Ok(target) => {
+            // SAFETY: `ti` is valid; the box is reclaimed by `dtr_tramp`.
+            unsafe { (*ti).private = KBox::into_raw(target).cast() };
+            0
+        }
+        Err(e) => {
+            // SAFETY: `ti` is valid; `e.msg` is a static NUL-terminated
+            // string, which dm core only reads.
+            unsafe { (*ti).error = e.msg.as_ptr().cast_mut().cast() };
+            e.err.to_errno()
+        }
+    }
+}
+
+/// The target object of a constructed target.
+///
+/// # Safety
+///
+/// `ti` must be a target whose constructor `ctr_tramp::<T>` succeeded and
+/// whose destructor has not run.
+unsafe fn target_of<'a, T: Target>(ti: *mut bindings::dm_target) -> &'a T {
+    // SAFETY: `private` holds the `KBox<T>` the constructor stored, alive
+    // until the destructor (caller's guarantee).
+    unsafe { &*((*ti).private as *const T) }
+}
+
+/// # Safety
+///
+/// Called by dm core once for a target whose constructor succeeded.
+unsafe extern "C" fn dtr_tramp<T: Target>(ti: *mut bindings::dm_target) {
+    // SAFETY: `private` holds the box from `ctr_tramp::<T>`, released once.
+    let target = unsafe { KBox::from_raw((*ti).private.cast::<T>()) };
+    drop(target);
+}
+
+/// # Safety
+///
+/// Called by dm core for a constructed target with a valid bio.
+unsafe extern "C" fn map_tramp<T: Target>(
+    ti: *mut bindings::dm_target,
+    bio: *mut bindings::bio,
+) -> c_int {
+    // SAFETY: the target is constructed and not yet destroyed.
+    let target = unsafe { target_of::<T>(ti) };
+    // SAFETY: `bio` is map's bio, used only through the `MapBio`.
+    let bio = unsafe { MapBio::from_raw(bio) };
+    target.map(bio).code() as c_int
+}
+
+/// # Safety
+///
+/// Called by dm core for a constructed target with a result buffer of
+/// `maxlen` bytes.
+unsafe extern "C" fn status_tramp<T: Target>(
+    ti: *mut bindings::dm_target,
+    kind: bindings::status_type_t,
+    flags: c_uint,
+    result: *mut c_char,
+    maxlen: c_uint,
+) {
+    // SAFETY: the target is constructed and not yet destroyed.
+    let target = unsafe { target_of::<T>(ti) };
+    // SAFETY: dm core's buffer is writable for `maxlen` bytes during the call.
+    let mut out = unsafe { StatusWriter::new(result, maxlen) };
+    let kind = match kind {
+        bindings::status_type_t_STATUSTYPE_INFO => StatusKind::Info,
+        bindings::status_type_t_STATUSTYPE_TABLE => StatusKind::Table,
+        _ => StatusKind::Ima,
+    };
+    target.status(kind, flags, &mut out);
+}
+
+/// # Safety
+///
+/// Called by dm core for a constructed target with `argc` valid arguments
+/// and a result buffer of `maxlen` bytes.
+unsafe extern "C" fn message_tramp<T: Target>(
+    ti: *mut bindings::dm_target,
+    argc: c_uint,
+    argv: *mut *mut c_char,
+    result: *mut c_char,
+    maxlen: c_uint,
+) -> c_int {
+    // SAFETY: the target is constructed and not yet destroyed.
+    let target = unsafe { target_of::<T>(ti) };
+    // SAFETY: the arguments live for the whole message call.
+    let args = match unsafe { Args::from_raw(argc, argv) } {
+        Ok(a) => a,
+        Err(e) => return e.to_errno(),
+    };
+    // SAFETY: dm core's buffer is writable for `maxlen` bytes during the call.
+    let mut out = unsafe { StatusWriter::new(result, maxlen) };
+    match target.message(&args, &mut out) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// Called by dm core for a constructed target with its callout and data.
+unsafe extern "C" fn iterate_devices_tramp<T: Target>(
+    ti: *mut bindings::dm_target,
+    f: bindings::iterate_devices_callout_fn,
+    data: *mut c_void,
+) -> c_int {
+    // SAFETY: the target is constructed and not yet destroyed.
+    let target = unsafe { target_of::<T>(ti) };
+    let mut callout = Callout {
+        ti,
+        f,
+        data,
+        _life: PhantomData,
+    };
+    target.iterate_devices(&mut callout)
+}
