@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Host-side checks of the shared Rust code: the pdata tree stays core-only,
+# the host crates build with the kernel's lints as errors, and cargo test
+# runs the unit, property, crash and compatibility tests.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$REPO"
+bad=$(grep -rnE '\b(std|alloc|kernel)::' rust/pdata --include='*.rs' | grep -v '^\S*:[0-9]*:\s*//' || true)
+[ -z "$bad" ] || { echo "$bad" >&2; die "rust/pdata must use core only (no std::, alloc::, kernel::)"; }
+say "cargo build with -D warnings"
+RUSTFLAGS="-D warnings" cargo +1.95.0 build --workspace --all-targets -q
+say "cargo test"
+cargo +1.95.0 test --workspace 2>&1
