@@ -5,7 +5,12 @@
 //! module uses `alloc`.
 
 #![no_std]
-#![deny(missing_docs, unreachable_pub, rust_2018_idioms, unsafe_op_in_unsafe_fn)]
+#![deny(
+    missing_docs,
+    unreachable_pub,
+    rust_2018_idioms,
+    unsafe_op_in_unsafe_fn
+)]
 
 extern crate alloc;
 #[cfg(test)]
@@ -15,3 +20,7 @@ pub mod env;
 
 #[path = "../pdata/mod.rs"]
 pub mod pdata;
+
+/// Table-line parsing of the two targets (pure, shared with the module).
+#[path = "../thin/table.rs"]
+pub mod table;

@@ -150,9 +150,7 @@ fn parse_pool_features(args: &[&[u8]]) -> Result<PoolFeatures, TableError> {
 pub fn pool_block_size(arg: &[u8]) -> Result<u32, TableError> {
     let err = einval!("Invalid block size");
     let n = kstrtoull(arg).ok_or(err)?;
-    if n == 0
-        || n < DATA_DEV_BLOCK_SIZE_MIN_SECTORS
-        || n > DATA_DEV_BLOCK_SIZE_MAX_SECTORS
+    if !(DATA_DEV_BLOCK_SIZE_MIN_SECTORS..=DATA_DEV_BLOCK_SIZE_MAX_SECTORS).contains(&n)
         || n & (DATA_DEV_BLOCK_SIZE_MIN_SECTORS - 1) != 0
     {
         return Err(err);
