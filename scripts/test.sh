@@ -18,6 +18,14 @@ host_pass=$(sed -n 's/^test result: .*\. \([0-9]*\) passed; \([0-9]*\) failed.*/
 host_fail=$(sed -n 's/^test result: .*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\2/p' "$host_log" | paste -sd+ | bc)
 host_pass=${host_pass:-0}; host_fail=${host_fail:-0}
 [ "$host_rc" = 0 ] || [ "$host_fail" -gt 0 ] || host_fail=1
+# Benchmarks are a separate command; CI runs them at smoke size only, and
+# their built-in correctness checks count as one test.
+if bash "$here/bench.sh" --smoke; then
+    host_pass=$((host_pass + 1))
+else
+    say "FAIL: scripts/bench.sh --smoke"
+    host_fail=$((host_fail + 1))
+fi
 t_host=$(( $(date +%s) - start - t_setup ))
 
 guest_log="$(mktemp /tmp/dm-thin-rs-guest-tests.XXXX)"

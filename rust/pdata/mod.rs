@@ -12,5 +12,10 @@
 //! the [`block_manager::BlockManager`] trait.
 
 pub mod block_manager;
+pub mod btree;
 pub mod checksum;
 pub mod error;
+pub mod space_map;
+pub mod thin;
+pub mod transaction_manager;
+pub mod validators;

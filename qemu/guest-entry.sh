@@ -1,0 +1,31 @@
+#!/bin/bash
+# Runs INSIDE the guest (started by qemu/run-guest.sh through vng --exec).
+# Usage: guest-entry.sh <outdir> <script> [args...]
+# Sets up the guest environment (no udev: DM_DISABLE_UDEV=1, a tmpfs for
+# scratch files), runs <script> with its output in <outdir>/guest.log, then
+# saves the whole kernel log to <outdir>/dmesg.txt and the exit status to
+# <outdir>/rc.  <outdir> is a host directory shared read-write (--rwdir), so
+# everything written there is on the host after the guest powers off.
+OUTDIR="$1"; shift
+SCRIPT="$1"; shift
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export REPO OUTDIR
+export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+export DM_DISABLE_UDEV=1
+export LC_ALL=C
+# Scratch space for loop-device backing files: a guest-only tmpfs.
+export DMTHIN_SCRATCH=/run/dmthin-scratch
+mkdir -p "$DMTHIN_SCRATCH"
+mountpoint -q "$DMTHIN_SCRATCH" || mount -t tmpfs -o size=1200M tmpfs "$DMTHIN_SCRATCH"
+# libdevmapper creates /dev/mapper nodes itself when udev is disabled.
+mkdir -p /dev/mapper
+[ -e /dev/mapper/control ] || dmsetup mknodes >/dev/null 2>&1 || true
+cut -d' ' -f1 /proc/uptime > "$OUTDIR/guest-start-uptime"
+cd "$REPO"
+rc=0
+bash "$SCRIPT" "$@" > "$OUTDIR/guest.log" 2>&1 || rc=$?
+dmesg > "$OUTDIR/dmesg.txt" 2>&1 || true
+cut -d' ' -f1 /proc/uptime > "$OUTDIR/guest-end-uptime"
+echo "$rc" > "$OUTDIR/rc"
+sync
+exit "$rc"

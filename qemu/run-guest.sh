@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Boot the project's 6.12 kernel ($KDIR from scripts/kernel-env.sh) with
+# virtme-ng and run one script inside the guest.
+#
+# Usage: qemu/run-guest.sh [options] [--] <script> [args...]
+#   -o, --outdir DIR   host directory for results, shared read-write with the
+#                      guest at the same path (default: a new directory under
+#                      /tmp/dm-thin-rs-logs/)
+#   -t, --timeout SEC  kill the VM after SEC seconds (default 1500)
+#   -m, --memory SIZE  guest memory (default 2G)
+#   -c, --cpus N       guest CPUs (default 2)
+#   -q, --quiet        do not stream the script's output to stdout
+#       --kvm          try KVM (does not boot on the reference machine; the
+#                      default is software emulation, also via DMTHIN_KVM=1)
+#
+# The guest sees the host root read-only (dmsetup, thin-provisioning-tools,
+# fio, lvm2, mkfs come from the host) and runs <script> through
+# qemu/guest-entry.sh, which sets DM_DISABLE_UDEV=1 (no udev in the guest) and
+# a tmpfs at $DMTHIN_SCRATCH for loop-device backing files.  Files written
+# in the guest to $OUTDIR appear on the host:
+#   $OUTDIR/guest.log    the script's stdout+stderr (also streamed here)
+#   $OUTDIR/console.log  the whole VM console (kernel messages included)
+#   $OUTDIR/dmesg.txt    the guest kernel log at the end of the script
+#   $OUTDIR/rc           the script's exit status
+# Exit status: the script's, or 125 if the guest did not finish (crash,
+# panic, timeout); then the tail of the console is printed.
+set -euo pipefail
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/scripts/kernel-env.sh"
+
+OUTDIR=""
+TIMEOUT=1500
+MEMORY=2G
+CPUS=2
+QUIET=0
+KVM="${DMTHIN_KVM:-0}"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -o|--outdir) OUTDIR="$2"; shift 2 ;;
+        -t|--timeout) TIMEOUT="$2"; shift 2 ;;
+        -m|--memory) MEMORY="$2"; shift 2 ;;
+        -c|--cpus) CPUS="$2"; shift 2 ;;
+        -q|--quiet) QUIET=1; shift ;;
+        --kvm) KVM=1; shift ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        --) shift; break ;;
+        -*) die "unknown option $1 (see --help)" ;;
+        *) break ;;
+    esac
+done
+[ $# -ge 1 ] || die "usage: $0 [options] <script> [args...]"
+SCRIPT="$(realpath "$1")"; shift
+[ -f "$SCRIPT" ] || die "no such script: $SCRIPT"
+[ -f "$KERNEL_CACHE/.built" ] || die "kernel not built (run scripts/build-kernel.sh): $KDIR"
+command -v vng >/dev/null || die "vng (virtme-ng) not found"
+
+if [ -z "$OUTDIR" ]; then
+    mkdir -p /tmp/dm-thin-rs-logs
+    OUTDIR="$(mktemp -d "/tmp/dm-thin-rs-logs/run-$(date -u +%Y%m%d-%H%M%S)-XXXX")"
+fi
+mkdir -p "$OUTDIR"
+OUTDIR="$(realpath "$OUTDIR")"
+rm -f "$OUTDIR/rc" "$OUTDIR/guest.log" "$OUTDIR/dmesg.txt" "$OUTDIR/guest-start-uptime" "$OUTDIR/guest-end-uptime"
+: > "$OUTDIR/guest.log"
+
+q() { printf '%q ' "$@"; }
+guest_cmd="bash $(q "$REPO/qemu/guest-entry.sh" "$OUTDIR" "$SCRIPT" "$@")"
+
+vng_args=(--run "$KDIR" --memory "$MEMORY" --cpus "$CPUS" --rwdir "$OUTDIR"
+          --verbose --append "printk.devkmsg=on log_buf_len=16M panic=-1")
+[ "$KVM" = 1 ] || vng_args+=(--disable-kvm)
+vng_args+=(--exec "$guest_cmd")
+
+start=$(date +%s.%N)
+( cd "$REPO" && exec timeout --kill-after=15 "$TIMEOUT" vng "${vng_args[@]}" ) \
+    </dev/null >"$OUTDIR/console.log" 2>&1 &
+vpid=$!
+tpid=""
+if [ "$QUIET" = 0 ]; then
+    tail -n +1 -F --pid="$vpid" "$OUTDIR/guest.log" 2>/dev/null &
+    tpid=$!
+fi
+vrc=0
+wait "$vpid" || vrc=$?
+[ -z "$tpid" ] || wait "$tpid" 2>/dev/null || true
+end=$(date +%s.%N)
+
+wall=$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.1f", b-a}')
+boot="?"
+[ -s "$OUTDIR/guest-start-uptime" ] && boot=$(cat "$OUTDIR/guest-start-uptime")
+echo "$wall" > "$OUTDIR/wall-seconds"
+if [ -s "$OUTDIR/rc" ]; then
+    rc=$(cat "$OUTDIR/rc")
+    say "guest done: script exit $rc, wall ${wall}s (guest uptime at script start ${boot}s), results in $OUTDIR"
+    exit "$rc"
+fi
+say "guest did not finish (vng exit $vrc: crash, panic or timeout after ${TIMEOUT}s); wall ${wall}s"
+say "console: $OUTDIR/console.log (last 40 lines follow)"
+tail -40 "$OUTDIR/console.log" >&2
+exit 125

@@ -1,0 +1,172 @@
+# Helpers for the guest tests (tests/guest/*.sh).  Source it from a test:
+#     . "$(dirname "$0")/../lib/common.sh"
+# Runs inside the virtme-ng guest (root, no udev).  Everything a test sets up
+# through these helpers is torn down by `cleanup_all`, which the test should
+# call from an EXIT trap (`trap cleanup_all EXIT` is installed here already;
+# a test that sets its own EXIT trap must call cleanup_all itself).
+
+TESTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO="${REPO:-$(cd "$TESTS_DIR/.." && pwd)}"
+# Our module; override with DMTHIN_KO=/path/to/dm_thin_rs.ko.
+DMTHIN_KO="${DMTHIN_KO:-$REPO/dm_thin_rs.ko}"
+DMTHIN_SCRATCH="${DMTHIN_SCRATCH:-/run/dmthin-scratch}"
+export DM_DISABLE_UDEV=1
+export LC_ALL=C
+
+_LOOPS=()     # loop devices made by make_loop
+_DMDEVS=()    # dm devices made through dm_create (removed in reverse order)
+_FILES=()     # backing files of those loop devices
+
+log()  { echo "# $*"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+# assert <description> <command...>: run the command, fail the test if it fails.
+assert() { local d="$1"; shift; "$@" || fail "$d (command: $*)"; }
+
+# dmsetup without udev: libdevmapper makes the /dev/mapper nodes itself.
+dms() { DM_DISABLE_UDEV=1 dmsetup --noudevsync "$@"; }
+
+# dm_create <name> <table>: dmsetup create, and remember the device for cleanup.
+dm_create() {
+    local name="$1" table="$2"
+    dms create "$name" --table "$table" || return $?
+    _DMDEVS+=("$name")
+}
+# dm_remove <name>: remove a dm device (retrying while it is briefly busy).
+dm_remove() {
+    local name="$1" i
+    for i in 1 2 3 4 5; do
+        dms remove "$name" 2>/dev/null && return 0
+        dms info "$name" >/dev/null 2>&1 || return 0
+        sleep 0.5
+    done
+    dms remove "$name"
+}
+
+# scratch_init: a tmpfs for backing files (guest-entry.sh mounts one already).
+scratch_init() {
+    mkdir -p "$DMTHIN_SCRATCH"
+    mountpoint -q "$DMTHIN_SCRATCH" || mount -t tmpfs -o size=1200M tmpfs "$DMTHIN_SCRATCH"
+}
+
+# make_loop <var> <name> <size_mb>: make a loop device over a zero-filled
+# tmpfs file and store its path (e.g. /dev/loop0) in variable <var>.  (Not
+# used as $(make_loop ...): the cleanup list must be kept in this shell.)
+make_loop() {
+    local _var="$1" _name="$2" _mb="$3" _f _dev
+    scratch_init
+    _f="$DMTHIN_SCRATCH/$_name.img"
+    rm -f "$_f"
+    truncate -s "${_mb}M" "$_f" || return 1
+    _dev=$(losetup --find --show "$_f") || return 1
+    _LOOPS+=("$_dev"); _FILES+=("$_f")
+    printf -v "$_var" '%s' "$_dev"
+}
+
+# zero_dev <dev> [mb]: zero the start of a device (default: 1 MiB).
+zero_dev() { dd if=/dev/zero of="$1" bs=1M count="${2:-1}" oflag=direct status=none; }
+
+# dev_sectors <dev>: size in 512-byte sectors.
+dev_sectors() { blockdev --getsz "$1"; }
+# dev_majmin <dev>: "major:minor" of a block device.
+dev_majmin() { lsblk -dno MAJ:MIN "$1" | tr -d ' '; }
+
+# Which dm-thin implementation is loaded: prints "ours", "upstream" or "none".
+thin_loaded() {
+    if grep -q '^dm_thin_rs ' /proc/modules; then echo ours
+    elif grep -q '^dm_thin_pool ' /proc/modules; then echo upstream
+    else echo none; fi
+}
+
+# unload_thin: remove whichever dm-thin module is loaded (ours or upstream).
+unload_thin() {
+    local i
+    for i in 1 2 3 4 5; do
+        case "$(thin_loaded)" in
+            ours) rmmod dm_thin_rs 2>/dev/null || true ;;
+            upstream) rmmod dm_thin_pool 2>/dev/null || true ;;
+            none) return 0 ;;
+        esac
+        [ "$(thin_loaded)" = none ] && return 0
+        sleep 0.5
+    done
+    echo "unload_thin: could not unload $(thin_loaded)" >&2
+    return 1
+}
+
+# load_upstream: upstream's C dm-thin-pool (unloads ours first).
+load_upstream() {
+    [ "$(thin_loaded)" = ours ] && { unload_thin || return 1; }
+    modprobe dm-thin-pool || return 1
+    [ "$(thin_loaded)" = upstream ]
+}
+
+# load_ours: our Rust module (unloads upstream first).  Fails with
+# "module not built" if the .ko is missing.
+load_ours() {
+    if [ ! -f "$DMTHIN_KO" ]; then
+        echo "module not built: $DMTHIN_KO" >&2
+        return 1
+    fi
+    [ "$(thin_loaded)" = upstream ] && { unload_thin || return 1; }
+    [ "$(thin_loaded)" = ours ] && return 0
+    modprobe dm-bufio || return 1
+    modprobe libcrc32c || return 1
+    insmod "$DMTHIN_KO" || return 1
+    [ "$(thin_loaded)" = ours ]
+}
+
+# target_version <name>: the version `dmsetup targets` lists for a target
+# (e.g. "v1.23.0"), or nothing.
+target_version() { dms targets | awk -v t="$1" '$1 == t { print $2 }'; }
+
+# thin_check_dev <metadata dev>: thin_check the metadata, output on failure.
+thin_check_dev() {
+    local out
+    if ! out=$(thin_check "$1" 2>&1); then
+        echo "thin_check $1 failed:" >&2
+        echo "$out" >&2
+        return 1
+    fi
+}
+
+# pool_teardown <pool name> <metadata dev>: remove the pool device, then
+# thin_check its metadata.  Remove the pool's thins first.
+pool_teardown() {
+    dm_remove "$1" || return 1
+    thin_check_dev "$2"
+}
+
+# Kernel log marks.  kmsg_mark prints a mark id and writes it into the kernel
+# log; kmsg_since <id> prints the log lines after that mark (no timestamps).
+# (The guest boots with printk.devkmsg=on so marks are never rate-limited.)
+_MARKN=0
+kmsg_mark() {
+    _MARKN=$((_MARKN + 1))
+    local id="dmthin-mark-$$-$_MARKN-$RANDOM"
+    echo "$id" > /dev/kmsg
+    echo "$id"
+}
+kmsg_since() {
+    dmesg --notime 2>/dev/null | awk -v m="$1" 'f { print } index($0, m) { f = 1 }'
+}
+
+# Splat detection on kernel log text (stdin): prints the offending lines and
+# returns 0 if there is a splat.  Tolerated noise: the out-of-tree taint line
+# and WRITE_ZEROES errors from mkfs on tmpfs-backed loop devices.
+SPLAT_RE='BUG:|kernel BUG|WARNING:|Oops|general protection fault|Kernel panic|possible recursive locking|circular locking|inconsistent lock state|INFO: lockdep|suspicious RCU|sleeping function called from invalid context|scheduling while atomic|UBSAN:|KASAN:|panicked at|blocked for more than|stack-protector|list_add corruption|list_del corruption|refcount_t:|ODEBUG:'
+NOISE_RE='taints kernel|WRITE_ZEROES|dmthin-mark-'
+find_splats() { grep -v -E "$NOISE_RE" | grep -E "$SPLAT_RE"; }
+
+# Cleanup of everything made through these helpers; runs at exit.
+cleanup_all() {
+    local i
+    for ((i = ${#_DMDEVS[@]} - 1; i >= 0; i--)); do
+        dms info "${_DMDEVS[$i]}" >/dev/null 2>&1 && dm_remove "${_DMDEVS[$i]}" >/dev/null 2>&1
+    done
+    _DMDEVS=()
+    for i in "${_LOOPS[@]}"; do losetup -d "$i" 2>/dev/null; done
+    for i in "${_FILES[@]}"; do rm -f "$i"; done
+    _LOOPS=(); _FILES=()
+    true
+}
+trap cleanup_all EXIT
