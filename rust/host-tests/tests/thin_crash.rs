@@ -188,14 +188,27 @@ fn crash_at_every_flush(seed: u64, nr_ops: usize, cache_limit: usize) {
     for n in 1..=flushes {
         let mut drv = new_driver(cache_limit);
         drv.pmd.bm().fail_nth_flush(n);
-        assert!(!workload(&mut drv, seed, nr_ops), "flush {n} failure not reported");
+        assert!(
+            !workload(&mut drv, seed, nr_ops),
+            "flush {n} failure not reported"
+        );
         assert!(drv.pending.is_some(), "flush {n} failed outside a commit");
         let bm = drv.pmd.bm();
         bm.clear_faults();
         let what = format!("seed {seed}, flush {n} of {flushes} failed");
-        check_crash_image(&drv, bm.durable_image(), &format!("{what}, all lost"), n % 20 == 1);
+        check_crash_image(
+            &drv,
+            bm.durable_image(),
+            &format!("{what}, all lost"),
+            n % 20 == 1,
+        );
         let all = vec![Fate::Landed; bm.pending_count()];
-        check_crash_image(&drv, bm.crash_image(&all), &format!("{what}, all landed"), false);
+        check_crash_image(
+            &drv,
+            bm.crash_image(&all),
+            &format!("{what}, all landed"),
+            false,
+        );
         for fs in 0..2 {
             let img = bm.crash_image_random(fs * 31 + n, 40);
             check_crash_image(&drv, img, &format!("{what}, fates {fs}"), false);

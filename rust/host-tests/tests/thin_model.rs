@@ -28,6 +28,7 @@ fn run_seed(
     let mut rng = Rng::new(seed);
     let mut drv = Driver::new(4096, nr_data);
     let mut commits = 0usize;
+    let mut held_dumps = 0usize;
     for step in 0..nr_ops {
         let op = drv.random_op(&mut rng, max_id, max_vblock, wide);
         drv.apply(&op)
@@ -46,10 +47,20 @@ fn run_seed(
                 let img = drv.pmd.bm().durable_image();
                 let out = oracle::check_image(&img, &[]).expect("thin_check runs");
                 assert!(out.success(), "{what}: thin_check failed:\n{}", out.text());
+                let dumped = oracle::dump_image(&img).expect("thin_dump");
+                assert_models_eq(&dumped, &drv.committed, &format!("{what}: thin_dump"));
+                if let Some(h) = &drv.committed_held {
+                    held_dumps += 1;
+                    let snap = oracle::dump_image_snap(&img, None).expect("thin_dump -m");
+                    let mut want = h.clone();
+                    want.nr_data_blocks = snap.nr_data_blocks;
+                    assert_models_eq(&snap, &want, &format!("{what}: thin_dump -m"));
+                }
             }
         }
     }
     drv.commit().unwrap();
+    eprintln!("seed {seed}: {held_dumps} metadata snapshots dumped");
     eprintln!(
         "seed {seed}: {:?}, max mappings {}, final {:?}",
         drv.counts,
