@@ -157,8 +157,13 @@ impl MappedDevice {
         // SAFETY: `dm_get_md` accepts any device number and returns a
         // referenced device or NULL.
         let md = unsafe { bindings::dm_get_md(dev) };
+        if md.is_null() {
+            // (Not `then_some`: that would build, and then drop, a handle
+            // around NULL, calling `dm_put(NULL)`.)
+            return None;
+        }
         // INVARIANT: a non-NULL result carries a reference we now own.
-        (!md.is_null()).then_some(MappedDevice { md })
+        Some(MappedDevice { md })
     }
 
     /// The raw pointer, used as an identity key (never dereferenced here).
