@@ -203,26 +203,13 @@ pub fn kstrtoull(s: &[u8]) -> Option<u64> {
     Some(n)
 }
 
-/// `sscanf(s, "%u%c", ..) == 1`: optional leading white space, an optional
-/// sign, decimal digits, nothing after; the value wraps like the kernel's
-/// `vsscanf`.
+/// `sscanf(s, "%u%c", ..) == 1` with the kernel's `vsscanf`: optional
+/// leading white space, then decimal digits (no sign: `%u` takes none),
+/// then nothing; the value wraps modulo 2^64 and is truncated to 32 bits,
+/// as `simple_strntoull` and the `unsigned int` store do.
 fn scan_u32(s: &[u8]) -> Option<u32> {
-    let mut i = 0;
-    while s.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
-        i += 1;
-    }
-    let neg = match s.get(i) {
-        Some(b'-') => {
-            i += 1;
-            true
-        }
-        Some(b'+') => {
-            i += 1;
-            false
-        }
-        _ => false,
-    };
-    let digits = s.get(i..)?;
+    let start = s.iter().position(|c| !c.is_ascii_whitespace())?;
+    let digits = s.get(start..)?;
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -230,8 +217,7 @@ fn scan_u32(s: &[u8]) -> Option<u32> {
     for &c in digits {
         n = n.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
     }
-    let n = n as u32;
-    Some(if neg { n.wrapping_neg() } else { n })
+    Some(n as u32)
 }
 
 #[cfg(test)]

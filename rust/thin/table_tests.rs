@@ -51,6 +51,7 @@ fn pool_feature_errors() {
         "m d 128 0 x",
         "m d 128 0 1x read_only",
         "m d 128 0 -1 read_only",
+        "m d 128 0 +1 read_only",
     ] {
         assert_eq!(
             pool_check_args(&args(line)).unwrap_err().msg(),
@@ -122,7 +123,9 @@ fn thin_lines() {
 #[test]
 fn scan_u32_wraps_like_vsscanf() {
     assert_eq!(scan_u32(b" 3"), Some(3));
-    assert_eq!(scan_u32(b"-1"), Some(u32::MAX));
+    assert_eq!(scan_u32(b"-1"), None);
+    assert_eq!(scan_u32(b"+1"), None);
+    assert_eq!(scan_u32(b"\t 2"), Some(2));
     assert_eq!(scan_u32(b"4294967297"), Some(1));
     assert_eq!(scan_u32(b"3 "), None);
 }
