@@ -103,6 +103,12 @@ impl DmDev {
         name
     }
 
+    /// Whether the block device itself is read-only (`bdev_read_only`).
+    pub(crate) fn read_only(&self) -> bool {
+        // SAFETY: a held `dm_dev` has a valid `bdev` (type invariant).
+        unsafe { bindings::bdev_read_only(self.bdev()) }
+    }
+
     /// The device as `major:minor`, as upstream prints it (`format_dev_t`).
     pub(crate) fn name(&self) -> DevName {
         DevName(self.dev_t())

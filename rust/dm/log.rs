@@ -14,6 +14,8 @@ use core::fmt;
 /// Log levels used by dm targets.
 #[derive(Clone, Copy)]
 pub(crate) enum Level {
+    /// `KERN_ERR`.
+    Err,
     /// `KERN_WARNING`.
     Warn,
 }
@@ -21,6 +23,7 @@ pub(crate) enum Level {
 /// Prints `device-mapper: <prefix>: <args>` at `level`.
 pub(crate) fn print(level: Level, prefix: &CStr, args: fmt::Arguments<'_>) {
     let format: &CStr = match level {
+        Level::Err => c"\x013device-mapper: %s: %pA\n",
         Level::Warn => c"\x014device-mapper: %s: %pA\n",
     };
     // SAFETY: `format` and `prefix` are NUL-terminated; `%s` consumes
@@ -30,6 +33,23 @@ pub(crate) fn print(level: Level, prefix: &CStr, args: fmt::Arguments<'_>) {
         kernel::bindings::_printk(
             format.as_ptr().cast(),
             prefix.as_ptr(),
+            core::ptr::from_ref(&args).cast::<core::ffi::c_void>(),
+        );
+    }
+}
+
+/// Prints `device-mapper: <args>` at `level` (the caller formats the
+/// prefix into `args`).
+pub(crate) fn print_line(level: Level, args: fmt::Arguments<'_>) {
+    let format: &CStr = match level {
+        Level::Err => c"\x013device-mapper: %pA\n",
+        Level::Warn => c"\x014device-mapper: %pA\n",
+    };
+    // SAFETY: `format` is NUL-terminated and `%pA` consumes a pointer to
+    // a `fmt::Arguments`, which outlives the call.
+    unsafe {
+        kernel::bindings::_printk(
+            format.as_ptr().cast(),
             core::ptr::from_ref(&args).cast::<core::ffi::c_void>(),
         );
     }

@@ -10,6 +10,7 @@
 //! - [`status`]: a `fmt::Write` sink over dm's status buffer with DMEMIT
 //!   semantics (truncates, always NUL-terminated, never past `maxlen`);
 //! - [`dev`]: `dm_dev` get/put as an owned handle;
+//! - [`bufio`]: the persistent-data block manager over dm-bufio;
 //! - [`bio`]: the bio handed to `map`, which can only leave `map` by being
 //!   remapped, killed or requeued;
 //! - [`log`]: kernel log lines in upstream's `device-mapper: thin: ` form.
@@ -18,6 +19,7 @@
 pub(crate) mod log;
 pub(crate) mod args;
 pub(crate) mod bio;
+pub(crate) mod bufio;
 pub(crate) mod dev;
 pub(crate) mod status;
 pub(crate) mod target;

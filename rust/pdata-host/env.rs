@@ -131,3 +131,10 @@ impl<T> DerefMut for Box<T> {
 pub fn crc32c(crc: u32, data: &[u8]) -> u32 {
     crate::pdata::checksum::crc32c_sw(crc, data)
 }
+
+/// Logs an error line the way the kernel module does (`device-mapper:
+/// <prefix>: <message>`, upstream's DMERR).  The host build has no kernel
+/// log: the line is dropped.
+pub fn log_error(prefix: &str, args: core::fmt::Arguments<'_>) {
+    let _ = (prefix, args);
+}

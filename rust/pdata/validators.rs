@@ -19,14 +19,38 @@ fn stored_blocknr(b: &Block) -> u64 {
     node::rd64(b, 8)
 }
 
-fn check_common(b: &Block, location: u64, xor: u32) -> Result<()> {
-    if stored_blocknr(b) != location {
+/// Self pointer, then checksum; failures are logged as upstream logs them:
+/// `<prefix>: <what> failed: blocknr N != wanted L` and
+/// `... csum C != wanted S` (computed, then stored).
+fn check_common(b: &Block, location: u64, xor: u32, prefix: &str, what: &str) -> Result<()> {
+    let blocknr = stored_blocknr(b);
+    if blocknr != location {
+        crate::env::log_error(
+            prefix,
+            format_args!("{what} failed: blocknr {blocknr} != wanted {location}"),
+        );
         return Err(Error::Corrupt(Corruption::Location));
     }
-    if block_checksum(b, xor) != stored_csum(b) {
+    let csum = block_checksum(b, xor);
+    let stored = stored_csum(b);
+    if csum != stored {
+        crate::env::log_error(
+            prefix,
+            format_args!("{what} failed: csum {csum} != wanted {stored}"),
+        );
         return Err(Error::Corrupt(Corruption::Checksum));
     }
     Ok(())
+}
+
+/// Log prefix of upstream's dm-btree-spine.c.
+const BTREE_PREFIX: &str = "btree spine";
+/// Log prefix of upstream's dm-space-map-common.c.
+const SM_PREFIX: &str = "space map common";
+
+fn node_error(msg: &str) -> Error {
+    crate::env::log_error(BTREE_PREFIX, format_args!("node_check failed: {msg}"));
+    Error::Corrupt(Corruption::Node)
 }
 
 fn prepare_common(b: &mut Block, location: u64, xor: u32) {
@@ -36,7 +60,7 @@ fn prepare_common(b: &mut Block, location: u64, xor: u32) {
 }
 
 fn btree_check(b: &Block, location: u64) -> Result<()> {
-    check_common(b, location, BTREE_CSUM_XOR)?;
+    check_common(b, location, BTREE_CSUM_XOR, BTREE_PREFIX, "node_check")?;
     let nr = node::nr_entries(b) as usize;
     let max = node::max_entries(b) as usize;
     let vs = node::value_size(b) as usize;
@@ -46,23 +70,32 @@ fn btree_check(b: &Block, location: u64) -> Result<()> {
         .and_then(|e| e.checked_mul(max))
         .and_then(|t| t.checked_add(node::HEADER_SIZE))
         .is_some_and(|t| t <= BLOCK_SIZE);
-    if !fits || nr > max {
-        return Err(Error::Corrupt(Corruption::Node));
+    if !fits {
+        return Err(node_error("max_entries too large"));
+    }
+    if nr > max {
+        return Err(node_error("too many entries"));
     }
     let flags = node::flags(b);
-    if flags & (node::INTERNAL_NODE | node::LEAF_NODE) == 0 {
-        return Err(Error::Corrupt(Corruption::Node));
+    let kind = flags & (node::INTERNAL_NODE | node::LEAF_NODE);
+    // Upstream refuses neither bit; both bits is refused too (stricter:
+    // upstream never writes it and its walks disagree on such a node).
+    if kind == 0 {
+        return Err(node_error("node is neither INTERNAL or LEAF"));
+    }
+    if kind != node::INTERNAL_NODE && kind != node::LEAF_NODE {
+        return Err(node_error("node is both INTERNAL and LEAF"));
     }
     // Stricter than upstream (which never writes anything else): internal
     // nodes carry 8-byte child pointers and keys strictly increase.
     if flags & node::INTERNAL_NODE != 0 && vs != 8 {
-        return Err(Error::Corrupt(Corruption::Node));
+        return Err(node_error("internal node value size is not 8"));
     }
     let mut prev = 0u64;
     for i in 0..nr as u32 {
         let k = node::key(b, i);
         if i > 0 && k <= prev {
-            return Err(Error::Corrupt(Corruption::Node));
+            return Err(node_error("keys out of order"));
         }
         prev = k;
     }
@@ -74,7 +107,7 @@ fn btree_prepare(b: &mut Block, location: u64) {
 }
 
 fn bitmap_check(b: &Block, location: u64) -> Result<()> {
-    check_common(b, location, BITMAP_CSUM_XOR)
+    check_common(b, location, BITMAP_CSUM_XOR, SM_PREFIX, "bitmap check")
 }
 
 fn bitmap_prepare(b: &mut Block, location: u64) {
@@ -82,7 +115,7 @@ fn bitmap_prepare(b: &mut Block, location: u64) {
 }
 
 fn index_check(b: &Block, location: u64) -> Result<()> {
-    check_common(b, location, INDEX_CSUM_XOR)
+    check_common(b, location, INDEX_CSUM_XOR, SM_PREFIX, "index_check")
 }
 
 fn index_prepare(b: &mut Block, location: u64) {

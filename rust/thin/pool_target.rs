@@ -5,9 +5,13 @@
 //! The constructor validates its table line exactly as upstream's
 //! `pool_ctr` does, in the same order (argument count, device strings,
 //! feature group, metadata device, data device, block size, low water
-//! mark), with upstream's messages.  The pool itself (metadata, worker,
-//! provisioning) is not implemented yet: a valid line is refused with
-//! "Pool is not implemented yet" and -EOPNOTSUPP, never a fake pool.
+//! mark, metadata open), with upstream's messages.  The metadata is opened
+//! as upstream's `pool_create` does — a blank metadata device is formatted,
+//! an existing one validated (superblock, data block size, feature flags,
+//! space maps) — and closed again.  The pool itself (worker,
+//! provisioning, messages) is not implemented yet: a valid line is then
+//! refused with "Pool is not implemented yet" and -EOPNOTSUPP, never a
+//! fake pool.
 
 use kernel::alloc::KBox;
 use kernel::bindings;
@@ -16,10 +20,14 @@ use core::ffi::CStr;
 use kernel::prelude::*;
 
 use crate::dm::args::Args;
+use crate::dm::bufio::BufioBm;
 use crate::dm::bio::{MapBio, Mapped};
 use crate::dm::dev::{DmDev, Mode};
 use crate::dm::status::StatusWriter;
 use crate::dm::target::{Callout, CtrError, StatusKind, Target, TargetCtx};
+use crate::pdata::block_manager::BLOCK_SECTORS;
+use crate::pdata::error::Error as PdError;
+use crate::pdata::thin::metadata::{OpenOptions, PoolMetadata};
 use crate::thin::table::{self, PoolFeatures, RequestedMode};
 
 /// Metadata devices larger than this many sectors get a warning: the
@@ -67,6 +75,11 @@ impl Target for PoolTarget {
             .map_err(|e| CtrError::new(c"Error getting data device", e))?;
         let block_size = table::pool_block_size(bs_arg)?;
         let low_water_blocks = table::pool_low_water_mark(lwm_arg)?;
+        // Upstream `__pool_find` -> `pool_create` -> `dm_pool_metadata_open`:
+        // open the metadata, formatting a blank device unless read_only.
+        // No pool object ever exists yet, so the lookups by metadata device
+        // and mapped device find nothing.
+        open_metadata(&metadata_dev, block_size, features.mode)?;
         let _pool = PoolTarget {
             len: ti.len(),
             metadata_dev,
@@ -121,6 +134,39 @@ impl PoolTarget {
         }
         Ok(())
     }
+}
+
+/// Opens the pool metadata as upstream's `dm_pool_metadata_open` does
+/// (format a blank device unless the pool is read-only; validate the
+/// superblock, data block size and feature flags; open both space maps),
+/// then closes it again, committing a fresh format.  Failures are
+/// upstream's "Error creating metadata object" with the metadata error's
+/// errno.
+fn open_metadata(dev: &DmDev, block_size: u32, mode: RequestedMode) -> Result<(), CtrError> {
+    let fail = |e: PdError| {
+        CtrError::new(
+            c"Error creating metadata object",
+            kernel::error::Error::from_errno(-e.errno()),
+        )
+    };
+    let nr_blocks = dev.nr_sectors().min(THIN_METADATA_MAX_SECTORS) / u64::from(BLOCK_SECTORS);
+    let bm = BufioBm::new(dev, nr_blocks).map_err(|e| {
+        // Upstream's DMERR from dm-thin-metadata.c ("thin metadata" prefix).
+        crate::dm::log::print(
+            crate::dm::log::Level::Err,
+            c"thin metadata",
+            format_args!("could not create block manager"),
+        );
+        fail(e)
+    })?;
+    let opts = OpenOptions {
+        data_block_size: block_size,
+        format: mode == RequestedMode::Write,
+        read_only: dev.read_only(),
+    };
+    let pmd = PoolMetadata::open(bm, opts).map_err(fail)?;
+    pmd.close().map_err(|(_, e)| fail(e))?;
+    Ok(())
 }
 
 /// Upstream's `warn_if_metadata_device_too_big`.

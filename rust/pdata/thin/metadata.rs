@@ -52,10 +52,11 @@
 //!   modified in the cache except block 0, which is re-read.
 
 use super::block_time::{pack_block_time, unpack_block_time, MAX_TIME};
+use super::committed::{CommitHook, Roots};
 use super::device_details::{DeviceDetails, DEVICE_DETAILS_SIZE};
 use super::superblock::{
-    is_unformatted, Superblock, NEEDS_CHECK_FLAG, RAW_VALIDATOR, SB_VALIDATOR, SPACE_MAP_ROOT_SIZE,
-    SUPERBLOCK_LOCATION,
+    is_unformatted, Superblock, LOG_PREFIX, NEEDS_CHECK_FLAG, RAW_VALIDATOR, SB_VALIDATOR,
+    SPACE_MAP_ROOT_SIZE, SUPERBLOCK_LOCATION,
 };
 use crate::env::Vec;
 use crate::pdata::block_manager::BlockManager;
@@ -208,9 +209,13 @@ struct Persistent {
     data_sm: DiskSm,
 }
 
-/// The thin-pool metadata of one metadata device.
-pub struct PoolMetadata<B: BlockManager> {
+/// The thin-pool metadata of one metadata device.  `H` receives the
+/// committed roots after every commit (see [`super::committed`]); the
+/// default `()` publishes nothing.
+pub struct PoolMetadata<B: BlockManager, H: CommitHook = ()> {
     bm: B,
+    hook: H,
+    committed: Roots,
     pd: Option<Persistent>,
     data_block_size: u32,
     device_read_only: bool,
@@ -232,11 +237,22 @@ impl<B: BlockManager> PoolMetadata<B> {
     /// An unformatted device that may not be formatted gives
     /// [`Error::ReadOnly`] (upstream -EPERM).
     pub fn open(bm: B, opts: OpenOptions) -> Result<Self> {
+        Self::open_with_hook(bm, opts, ())
+    }
+}
+
+impl<B: BlockManager, H: CommitHook> PoolMetadata<B, H> {
+    /// Like [`PoolMetadata::open`], and publishes the committed roots
+    /// through `hook` now, after every commit and after every abort (see
+    /// [`super::committed`]).
+    pub fn open_with_hook(bm: B, opts: OpenOptions, hook: H) -> Result<Self> {
         if opts.read_only {
             bm.set_read_only(true);
         }
         let mut pmd = PoolMetadata {
             bm,
+            hook,
+            committed: Roots::default(),
             pd: None,
             data_block_size: opts.data_block_size,
             device_read_only: opts.read_only,
@@ -254,7 +270,21 @@ impl<B: BlockManager> PoolMetadata<B> {
         pmd.open_or_format(opts.format && !opts.read_only)?;
         pmd.begin_transaction()?;
         pmd.set_metadata_reserve();
+        pmd.committed = Roots {
+            mapping_root: pmd.root,
+            details_root: pmd.details_root,
+        };
+        pmd.hook.publish(Some(pmd.committed));
         Ok(pmd)
+    }
+
+    /// The mapping and details roots of the last commit (or of the
+    /// superblock read at open or abort), not those of the transaction in
+    /// progress: lookups on them need only the block manager (see
+    /// [`super::committed::lookup_committed`] and the rule in
+    /// [`super::committed`]).
+    pub fn committed_roots(&self) -> Roots {
+        self.committed
     }
 
     /// Closes the metadata: commits (unless failed or read-only) and
@@ -326,15 +356,21 @@ impl<B: BlockManager> PoolMetadata<B> {
     }
 
     fn open_metadata(&mut self) -> Result<()> {
+        // Log lines as upstream's __open_metadata.
+        let log = |msg: &str| crate::env::log_error(LOG_PREFIX, format_args!("{msg}"));
         let sb = {
-            let g = self.bm.read_lock(SUPERBLOCK_LOCATION, &SB_VALIDATOR)?;
+            let g = self
+                .bm
+                .read_lock(SUPERBLOCK_LOCATION, &SB_VALIDATOR)
+                .inspect_err(|_| log("couldn't read superblock"))?;
             Superblock::unpack(&g)
         };
         sb.check_open(self.data_block_size, self.device_read_only)?;
-        let mut tm_state = TmState::open(&self.bm, &sb.metadata_sm_root)?;
+        let mut tm_state = TmState::open(&self.bm, &sb.metadata_sm_root)
+            .inspect_err(|_| log("tm_open_with_sm failed"))?;
         let data_sm = {
             let mut tm = Tm::new(&self.bm, &mut tm_state);
-            DiskSm::open(&mut tm, &sb.data_sm_root)?
+            DiskSm::open(&mut tm, &sb.data_sm_root).inspect_err(|_| log("sm_disk_open failed"))?
         };
         self.root = sb.data_mapping_root;
         self.details_root = sb.device_details_root;
@@ -395,10 +431,32 @@ impl<B: BlockManager> PoolMetadata<B> {
     }
 
     /// `__commit_transaction`; the caller has flushed the data device.
+    /// Publishes the new committed roots through the hook, or withdraws
+    /// them if the commit failed (the committed state is then unknown
+    /// until an abort).
     fn commit_transaction(&mut self) -> Result<()> {
         if !self.in_service {
             return Ok(());
         }
+        match self.write_commit() {
+            Ok(()) => {
+                self.committed = Roots {
+                    mapping_root: self.root,
+                    details_root: self.details_root,
+                };
+                self.hook.publish(Some(self.committed));
+                Ok(())
+            }
+            Err(e) => {
+                self.hook.publish(None);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the changed details, commits the space maps and writes the
+    /// superblock.
+    fn write_commit(&mut self) -> Result<()> {
         self.write_changed_details()?;
         let pd = self.pd.as_mut().ok_or(Error::Invalid)?;
         let mut tm = Tm::new(&self.bm, &mut pd.tm);
@@ -450,11 +508,17 @@ impl<B: BlockManager> PoolMetadata<B> {
         match r {
             Ok(()) => {
                 self.set_metadata_reserve();
+                self.committed = Roots {
+                    mapping_root: self.root,
+                    details_root: self.details_root,
+                };
+                self.hook.publish(Some(self.committed));
                 Ok(())
             }
             Err(e) => {
                 self.pd = None;
                 self.fail_io = true;
+                self.hook.publish(None);
                 Err(e)
             }
         }

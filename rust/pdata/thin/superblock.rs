@@ -252,12 +252,33 @@ impl Superblock {
     /// failure is [`Error::Invalid`] (upstream's -EINVAL).
     pub fn check_open(&self, data_block_size: u32, device_read_only: bool) -> Result<()> {
         if self.data_block_size != data_block_size {
+            crate::env::log_error(
+                LOG_PREFIX,
+                format_args!(
+                    "changing the data block size (from {} to {}) is not supported",
+                    self.data_block_size, data_block_size
+                ),
+            );
             return Err(Error::Invalid);
         }
-        if self.incompat_flags & !FEATURE_INCOMPAT_SUPP != 0 {
+        let incompat = self.incompat_flags & !FEATURE_INCOMPAT_SUPP;
+        if incompat != 0 {
+            crate::env::log_error(
+                LOG_PREFIX,
+                format_args!(
+                    "could not access metadata due to unsupported optional features ({incompat:x})."
+                ),
+            );
             return Err(Error::Invalid);
         }
-        if !device_read_only && self.compat_ro_flags & !FEATURE_COMPAT_RO_SUPP != 0 {
+        let compat_ro = self.compat_ro_flags & !FEATURE_COMPAT_RO_SUPP;
+        if !device_read_only && compat_ro != 0 {
+            crate::env::log_error(
+                LOG_PREFIX,
+                format_args!(
+                    "could not access metadata RDWR due to unsupported optional features ({compat_ro:x})."
+                ),
+            );
             return Err(Error::Invalid);
         }
         Ok(())
@@ -298,18 +319,38 @@ pub fn is_unformatted(b: &Block) -> bool {
 
 //------------------------------------------------------------------------
 
+/// Upstream's `sb_check`, with its log lines ("thin metadata" prefix).
 fn sb_check(b: &Block, location: u64) -> Result<()> {
-    if get_u64(b, OFF_BLOCKNR) != location {
+    let blocknr = get_u64(b, OFF_BLOCKNR);
+    if blocknr != location {
+        crate::env::log_error(
+            LOG_PREFIX,
+            format_args!("sb_check failed: blocknr {blocknr}: wanted {location}"),
+        );
         return Err(Error::Corrupt(Corruption::Location));
     }
-    if get_u64(b, OFF_MAGIC) != SUPERBLOCK_MAGIC {
+    let magic = get_u64(b, OFF_MAGIC);
+    if magic != SUPERBLOCK_MAGIC {
+        crate::env::log_error(
+            LOG_PREFIX,
+            format_args!("sb_check failed: magic {magic}: wanted {SUPERBLOCK_MAGIC}"),
+        );
         return Err(Error::Corrupt(Corruption::Magic));
     }
-    if get_u32(b, OFF_CSUM) != block_checksum(b, SUPERBLOCK_CSUM_XOR) {
+    let csum = block_checksum(b, SUPERBLOCK_CSUM_XOR);
+    let stored = get_u32(b, OFF_CSUM);
+    if stored != csum {
+        crate::env::log_error(
+            LOG_PREFIX,
+            format_args!("sb_check failed: csum {csum}: wanted {stored}"),
+        );
         return Err(Error::Corrupt(Corruption::Checksum));
     }
     Ok(())
 }
+
+/// Log prefix of upstream's dm-thin-metadata.c (`DM_MSG_PREFIX`).
+pub const LOG_PREFIX: &str = "thin metadata";
 
 fn sb_prepare(b: &mut Block, location: u64) {
     put(b, OFF_BLOCKNR, &location.to_le_bytes());

@@ -1,0 +1,366 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The kernel's block manager: [`BufioBm`] implements the persistent-data
+//! [`BlockManager`] over a dm-bufio client on the metadata device, as
+//! upstream's `dm-block-manager.c` does.
+//!
+//! Each bufio buffer carries one word of aux data: the validator the block
+//! was last checked with.  A read lock validates a block when it is first
+//! read or was last checked with another validator.  A write guard seals
+//! the block (checksum and self pointer, the validator's `prepare`) when it
+//! is dropped, then marks it dirty and releases it; dm-bufio writes it out
+//! later.  (Upstream seals in bufio's write callback instead; sealing at
+//! unlock costs one crc32c per write unlock but never touches a buffer
+//! another thread may be reading.)  `read_try_lock` uses `dm_bufio_get`,
+//! which never sleeps on I/O: a miss starts a prefetch and answers
+//! [`Error::WouldBlock`].
+//!
+//! The client is thread safe; the persistent-data layer's rules (one
+//! writer, readers of blocks the writer does not modify) keep guards on
+//! the same block from conflicting.
+
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+use kernel::bindings;
+use kernel::error::from_err_ptr;
+
+use super::dev::DmDev;
+use crate::pdata::block_manager::{Block, BlockManager, Validator, BLOCK_SIZE};
+use crate::pdata::error::{Error, Result};
+
+/// Buffers dm-bufio keeps reserved for us (upstream:
+/// `THIN_MAX_CONCURRENT_LOCKS`).
+const RESERVED_BUFFERS: u32 = 6;
+
+/// Per-buffer aux data.
+#[repr(C)]
+struct Aux {
+    /// The validator the block was last checked or sealed with, or NULL.
+    validator: AtomicPtr<Validator>,
+}
+
+/// A dm-bufio client over a metadata device.
+///
+/// # Invariants
+///
+/// `client` is a live client created with `size_of::<Aux>()` bytes of
+/// aux data initialised by [`alloc_callback`], destroyed only on drop.
+pub(crate) struct BufioBm<'d> {
+    client: *mut bindings::dm_bufio_client,
+    nr_blocks: u64,
+    read_only: AtomicBool,
+    _dev: PhantomData<&'d DmDev>,
+}
+
+// SAFETY: dm-bufio clients are safe to use from any thread; the other
+// fields are immutable or atomic.
+unsafe impl Send for BufioBm<'_> {}
+// SAFETY: as above: every method goes through the thread-safe client.
+unsafe impl Sync for BufioBm<'_> {}
+
+/// Initialises a new buffer's aux data.
+///
+/// # Safety
+///
+/// Called by dm-bufio with a valid buffer whose aux area is
+/// `size_of::<Aux>()` bytes.
+unsafe extern "C" fn alloc_callback(b: *mut bindings::dm_buffer) {
+    // SAFETY: the client was created with room for one `Aux`, suitably
+    // aligned (bufio places aux data after the pointer-aligned buffer
+    // header).
+    unsafe {
+        bindings::dm_bufio_get_aux_data(b)
+            .cast::<Aux>()
+            .write(Aux {
+                validator: AtomicPtr::new(core::ptr::null_mut()),
+            })
+    };
+}
+
+fn io_error(e: kernel::error::Error) -> Error {
+    if e.to_errno() == -(bindings::ENOMEM as i32) {
+        Error::NoMem
+    } else {
+        Error::Io
+    }
+}
+
+impl<'d> BufioBm<'d> {
+    /// A client over `dev` seeing `nr_blocks` 4 KiB blocks; it borrows the
+    /// device, which therefore stays open as long as the client.
+    pub(crate) fn new(dev: &'d DmDev, nr_blocks: u64) -> Result<Self> {
+        // SAFETY: `dev` holds an open block device for `'d`; the callbacks
+        // match the aux size given.
+        let client = unsafe {
+            bindings::dm_bufio_client_create(
+                dev.bdev(),
+                BLOCK_SIZE as u32,
+                RESERVED_BUFFERS,
+                core::mem::size_of::<Aux>() as u32,
+                Some(alloc_callback),
+                None,
+                0,
+            )
+        };
+        let client = from_err_ptr(client).map_err(io_error)?;
+        // INVARIANT: the client was just created with our aux layout.
+        Ok(BufioBm {
+            client,
+            nr_blocks,
+            read_only: AtomicBool::new(false),
+            _dev: PhantomData,
+        })
+    }
+
+    /// The aux data of a buffer.
+    ///
+    /// # Safety
+    ///
+    /// `b` must be a buffer of this client, held by the caller for as long
+    /// as the returned reference is used.
+    unsafe fn aux<'b>(b: *mut bindings::dm_buffer) -> &'b Aux {
+        // SAFETY: every buffer of our client has an initialised `Aux`
+        // (alloc_callback) that lives as long as the buffer, which the
+        // caller holds.
+        unsafe { &*bindings::dm_bufio_get_aux_data(b).cast::<Aux>() }
+    }
+
+    /// Validates a freshly locked buffer with `v` unless it already was;
+    /// releases it on failure.
+    fn validate(&self, buf: *mut bindings::dm_buffer, data: *mut Block, b: u64, v: &'static Validator) -> Result<()> {
+        // SAFETY: `buf` is ours and held.
+        let aux = unsafe { Self::aux(buf) };
+        let vp = core::ptr::from_ref(v).cast_mut();
+        if aux.validator.load(Ordering::Acquire) == vp {
+            return Ok(());
+        }
+        // SAFETY: `data` is the 4 KiB data of the held buffer.
+        let r = (v.check)(unsafe { &*data }, b);
+        match r {
+            Ok(()) => {
+                aux.validator.store(vp, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                crate::dm::log::print_line(
+                    crate::dm::log::Level::Err,
+                    format_args!("block manager: {} validator check failed for block {b}", v.name),
+                );
+                // SAFETY: we hold `buf` and give it back once.
+                unsafe { bindings::dm_bufio_release(buf) };
+                Err(e)
+            }
+        }
+    }
+
+    fn check_range(&self, b: u64) -> Result<()> {
+        crate::pdata::block_manager::check_location(b, self.nr_blocks)
+    }
+}
+
+impl Drop for BufioBm<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the client is live and no guard outlives `self` (guards
+        // borrow it); destroyed once.
+        unsafe { bindings::dm_bufio_client_destroy(self.client) };
+    }
+}
+
+/// A read-locked block.
+///
+/// # Invariants
+///
+/// `buf` is held (one reference from `dm_bufio_read`/`get`), `data` is its
+/// 4 KiB data, released on drop.
+pub(crate) struct BufioRead<'a> {
+    buf: *mut bindings::dm_buffer,
+    data: *const Block,
+    _bm: PhantomData<&'a ()>,
+}
+
+impl Deref for BufioRead<'_> {
+    type Target = Block;
+    fn deref(&self) -> &Block {
+        // SAFETY: the buffer is held (type invariant); nobody writes a block
+        // that is read-locked (persistent-data locking rules).
+        unsafe { &*self.data }
+    }
+}
+
+impl Drop for BufioRead<'_> {
+    fn drop(&mut self) {
+        // SAFETY: we hold one reference (type invariant), released once.
+        unsafe { bindings::dm_bufio_release(self.buf) };
+    }
+}
+
+/// A write-locked block: sealed, marked dirty and released on drop.
+///
+/// # Invariants
+///
+/// As [`BufioRead`], and no other guard accesses the block meanwhile.
+pub(crate) struct BufioWrite<'a> {
+    buf: *mut bindings::dm_buffer,
+    data: *mut Block,
+    location: u64,
+    validator: &'static Validator,
+    _bm: PhantomData<&'a ()>,
+}
+
+impl Deref for BufioWrite<'_> {
+    type Target = Block;
+    fn deref(&self) -> &Block {
+        // SAFETY: held and exclusively ours (type invariant).
+        unsafe { &*self.data }
+    }
+}
+
+impl DerefMut for BufioWrite<'_> {
+    fn deref_mut(&mut self) -> &mut Block {
+        // SAFETY: held and exclusively ours (type invariant).
+        unsafe { &mut *self.data }
+    }
+}
+
+impl Drop for BufioWrite<'_> {
+    fn drop(&mut self) {
+        // SAFETY: held and exclusively ours (type invariant).
+        (self.validator.prepare)(unsafe { &mut *self.data }, self.location);
+        // SAFETY: the buffer is held until the release below.
+        unsafe { BufioBm::<'_>::aux(self.buf) }
+            .validator
+            .store(core::ptr::from_ref(self.validator).cast_mut(), Ordering::Release);
+        // SAFETY: we hold one reference, marked dirty then released once.
+        unsafe {
+            bindings::dm_bufio_mark_buffer_dirty(self.buf);
+            bindings::dm_bufio_release(self.buf);
+        }
+    }
+}
+
+impl BlockManager for BufioBm<'_> {
+    type ReadGuard<'a>
+        = BufioRead<'a>
+    where
+        Self: 'a;
+    type WriteGuard<'a>
+        = BufioWrite<'a>
+    where
+        Self: 'a;
+
+    fn nr_blocks(&self) -> u64 {
+        self.nr_blocks
+    }
+
+    fn read_lock(&self, b: u64, v: &'static Validator) -> Result<BufioRead<'_>> {
+        self.check_range(b)?;
+        let mut buf = core::ptr::null_mut();
+        // SAFETY: the client is live; `buf` is a valid out pointer.
+        let data = unsafe { bindings::dm_bufio_read(self.client, b, &mut buf) };
+        let data = from_err_ptr(data).map_err(io_error)?.cast::<Block>();
+        self.validate(buf, data, b, v)?;
+        // INVARIANT: `dm_bufio_read` succeeded: we hold `buf`.
+        Ok(BufioRead {
+            buf,
+            data,
+            _bm: PhantomData,
+        })
+    }
+
+    fn read_try_lock(&self, b: u64, v: &'static Validator) -> Result<BufioRead<'_>> {
+        self.check_range(b)?;
+        let mut buf = core::ptr::null_mut();
+        // SAFETY: the client is live; `dm_bufio_get` never waits for I/O.
+        let data = unsafe { bindings::dm_bufio_get(self.client, b, &mut buf) };
+        let data = from_err_ptr(data).map_err(io_error)?;
+        if data.is_null() {
+            self.prefetch(b);
+            return Err(Error::WouldBlock);
+        }
+        let data = data.cast::<Block>();
+        self.validate(buf, data, b, v)?;
+        // INVARIANT: `dm_bufio_get` found the block: we hold `buf`.
+        Ok(BufioRead {
+            buf,
+            data,
+            _bm: PhantomData,
+        })
+    }
+
+    fn write_lock(&self, b: u64, v: &'static Validator) -> Result<BufioWrite<'_>> {
+        if self.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        self.check_range(b)?;
+        let mut buf = core::ptr::null_mut();
+        // SAFETY: the client is live; `buf` is a valid out pointer.
+        let data = unsafe { bindings::dm_bufio_read(self.client, b, &mut buf) };
+        let data = from_err_ptr(data).map_err(io_error)?.cast::<Block>();
+        self.validate(buf, data, b, v)?;
+        // INVARIANT: we hold `buf`; the caller's locking rules make it ours.
+        Ok(BufioWrite {
+            buf,
+            data,
+            location: b,
+            validator: v,
+            _bm: PhantomData,
+        })
+    }
+
+    fn write_lock_zero(&self, b: u64, v: &'static Validator) -> Result<BufioWrite<'_>> {
+        if self.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        self.check_range(b)?;
+        let mut buf = core::ptr::null_mut();
+        // SAFETY: the client is live; `dm_bufio_new` gets the buffer
+        // without reading it.
+        let data = unsafe { bindings::dm_bufio_new(self.client, b, &mut buf) };
+        let data = from_err_ptr(data).map_err(io_error)?.cast::<Block>();
+        // SAFETY: we hold the buffer; its data is 4 KiB.
+        unsafe { core::ptr::write_bytes(data, 0, 1) };
+        // SAFETY: we hold `buf`.
+        unsafe { Self::aux(buf) }
+            .validator
+            .store(core::ptr::from_ref(v).cast_mut(), Ordering::Release);
+        // INVARIANT: we hold `buf`; the caller's locking rules make it ours.
+        Ok(BufioWrite {
+            buf,
+            data,
+            location: b,
+            validator: v,
+            _bm: PhantomData,
+        })
+    }
+
+    fn prefetch(&self, b: u64) {
+        if b < self.nr_blocks {
+            // SAFETY: the client is live; prefetch only queues reads.
+            unsafe { bindings::dm_bufio_prefetch(self.client, b, 1) };
+        }
+    }
+
+    fn flush(&self) -> Result<()> {
+        if self.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        // SAFETY: the client is live.  Writes every dirty buffer, waits,
+        // then issues a flush to the device.
+        let r = unsafe { bindings::dm_bufio_write_dirty_buffers(self.client) };
+        if r < 0 {
+            Err(io_error(kernel::error::Error::from_errno(r)))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::Relaxed)
+    }
+
+    fn set_read_only(&self, read_only: bool) {
+        self.read_only.store(read_only, Ordering::Relaxed)
+    }
+}
