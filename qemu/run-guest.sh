@@ -68,6 +68,7 @@ guest_cmd="bash $(q "$REPO/qemu/guest-entry.sh" "$OUTDIR" "$SCRIPT" "$@")"
 vng_args=(--run "$KDIR" --memory "$MEMORY" --cpus "$CPUS" --rwdir "$OUTDIR"
           --verbose --append "printk.devkmsg=on log_buf_len=16M panic=-1")
 [ "$KVM" = 1 ] || vng_args+=(--disable-kvm)
+[ -z "${DMTHIN_QEMU_OPTS:-}" ] || vng_args+=("--qemu-opts=$DMTHIN_QEMU_OPTS")
 vng_args+=(--exec "$guest_cmd")
 
 start=$(date +%s.%N)

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Run the guest test suite (tests/guest/*.sh) inside ONE virtme-ng boot of
-# the project's kernel.  Usage: scripts/guest-tests.sh [substring...]
-# (only tests whose file name contains one of the substrings).
+# the project's kernel.  Usage: scripts/guest-tests.sh [substring|path.sh...]
+# (only tests whose file name contains one of the substrings, plus test
+# scripts given by path).  A test's header may hold "# timeout: N" (seconds,
+# default 300) and "# host-prepare: <command>" (run on the host before the
+# boot, with $OUTDIR set).
 #
 # Prints one line per test, "PASS name" or "FAIL name (reason)" (followed
 # by the paths of its output and kernel-log files), and last a line
@@ -17,15 +20,22 @@ set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
 tests=()
-for t in "$REPO"/tests/guest/*.sh; do
-    [ -f "$t" ] || continue
-    if [ $# -gt 0 ]; then
-        keep=0
-        for pat in "$@"; do case "$(basename "$t")" in *"$pat"*) keep=1 ;; esac; done
-        [ "$keep" = 1 ] || continue
-    fi
-    tests+=("$t")
+pats=()
+for a in "$@"; do
+    # A path to a test script outside tests/guest is run as given.
+    if [[ "$a" == *.sh ]] && [ -f "$a" ]; then tests+=("$(realpath "$a")"); else pats+=("$a"); fi
 done
+if [ $# -eq 0 ] || [ ${#pats[@]} -gt 0 ]; then
+    for t in "$REPO"/tests/guest/*.sh; do
+        [ -f "$t" ] || continue
+        if [ ${#pats[@]} -gt 0 ]; then
+            keep=0
+            for pat in "${pats[@]}"; do case "$(basename "$t")" in *"$pat"*) keep=1 ;; esac; done
+            [ "$keep" = 1 ] || continue
+        fi
+        tests+=("$t")
+    done
+fi
 [ ${#tests[@]} -gt 0 ] || die "no tests selected"
 
 total_to=180
@@ -40,6 +50,24 @@ mkdir -p /tmp/dm-thin-rs-logs
 OUTDIR="$(mktemp -d "/tmp/dm-thin-rs-logs/suite-$(date -u +%Y%m%d-%H%M%S)-XXXX")"
 : > "$OUTDIR/results.txt"
 say "${#tests[@]} tests, one guest boot (software emulation), VM timeout ${TIMEOUT}s, logs in $OUTDIR"
+
+# Host-side preparation: a test may name a command in its header,
+#     # host-prepare: <shell command>
+# run here (cwd $REPO, $OUTDIR and $REPO set) before the guest boots, e.g. to
+# write an image the test then reads from $OUTDIR.  Its output goes to
+# $OUTDIR/<test>.prepare.log; if it fails the test still runs (and should
+# fail on the missing input), and the failure is shown here.
+export OUTDIR REPO
+for t in "${tests[@]}"; do
+    cmd=$(sed -n 's/^# host-prepare: *//p' "$t" | head -1)
+    [ -n "$cmd" ] || continue
+    name=$(basename "$t" .sh)
+    say "host-prepare for $name: $cmd"
+    if ! ( cd "$REPO" && bash -c "$cmd" ) > "$OUTDIR/$name.prepare.log" 2>&1; then
+        echo "# host-prepare for $name failed: $OUTDIR/$name.prepare.log"
+        tail -5 "$OUTDIR/$name.prepare.log" | sed 's/^/#   /'
+    fi
+done
 
 start=$(date +%s)
 "$REPO/qemu/run-guest.sh" -q -o "$OUTDIR" -t "$TIMEOUT" \
@@ -60,12 +88,15 @@ if [ ! -f "$OUTDIR/suite-finished" ]; then
             line="FAIL $name (guest died or hung during this test, run-guest exit $grc: see console.log)"
             echo "$line"; echo "$line" >> "$OUTDIR/results.txt"
             echo "  logs: $OUTDIR/console.log $OUTDIR/$name.log"
+        elif [ ! -s "$OUTDIR/guest-start-uptime" ]; then
+            line="FAIL $name (not run: the guest did not boot, run-guest exit $grc: see $OUTDIR/run-guest.out)"
         else
             line="FAIL $name (not run: guest died earlier)"
             echo "$line"; echo "$line" >> "$OUTDIR/results.txt"
         fi
     done
-    tail -5 "$OUTDIR/run-guest.out" | sed 's/^/# /'
+    grep -m4 -E 'Kernel panic|BUG:|Oops|WARNING:|RIP:|sysrq: Trigger' "$OUTDIR/console.log" | sed 's/^/# console: /'
+    tail -2 "$OUTDIR/run-guest.out" | sed 's/^/# /'
 fi
 
 passed=$(grep -c '^PASS ' "$OUTDIR/results.txt")

@@ -139,22 +139,71 @@ pool_teardown() {
 # Kernel log marks.  kmsg_mark prints a mark id and writes it into the kernel
 # log; kmsg_since <id> prints the log lines after that mark (no timestamps).
 # (The guest boots with printk.devkmsg=on so marks are never rate-limited.)
-_MARKN=0
 kmsg_mark() {
-    _MARKN=$((_MARKN + 1))
-    local id="dmthin-mark-$$-$_MARKN-$RANDOM"
+    local id="dmthin-mark-$BASHPID-$(date +%s%N)"
     echo "$id" > /dev/kmsg
     echo "$id"
 }
 kmsg_since() {
-    dmesg --notime 2>/dev/null | awk -v m="$1" 'f { print } index($0, m) { f = 1 }'
+    # From the LAST line carrying the mark (a mark is unique, but be safe).
+    dmesg --notime 2>/dev/null | awk -v m="$1" '
+        index($0, m) { n = 0; f = 1; next }
+        f { buf[n++] = $0 }
+        END { for (i = 0; i < n; i++) print buf[i] }'
+}
+
+# Cheap per-step kernel-log capture for tests that check the log after
+# every command (no process is started per step): klog_start runs one
+# `cat /dev/kmsg` into a file and reads it through fd 7; klog_take puts
+# the kernel log lines printed since the previous klog_take (or klog_start)
+# into the array KLOG_LINES, exactly: it writes a sync mark into the log and
+# reads up to it.  klog_stop ends the reader.
+_KLOG_PID=""; _KLOG_N=0; _KLOG_PART=""
+klog_start() {
+    local f="$DMTHIN_SCRATCH/klog-$BASHPID.txt"
+    scratch_init
+    : > "$f"
+    cat /dev/kmsg >> "$f" &
+    _KLOG_PID=$!
+    exec 7< "$f"
+    exec 8<> <(:)    # a pipe nobody writes: `read -t` on it is a builtin sleep
+    _KLOG_N=0; _KLOG_PART=""
+    klog_take    # skip everything logged before now
+}
+klog_take() {
+    local m line tries=0
+    _KLOG_N=$((_KLOG_N + 1))
+    m="dmthin-sync-$BASHPID-$_KLOG_N"
+    echo "$m" > /dev/kmsg
+    KLOG_LINES=()
+    while :; do
+        if IFS= read -r -u 7 line; then
+            line="$_KLOG_PART$line"; _KLOG_PART=""
+            case "$line" in " "*) continue ;; esac   # /dev/kmsg key=value lines
+            line="${line#*;}"
+            [ "$line" = "$m" ] && return 0
+            KLOG_LINES+=("$line")
+        else
+            _KLOG_PART="$_KLOG_PART$line"
+            tries=$((tries + 1))
+            [ "$tries" -le 1000 ] || { echo "klog_take: sync mark not seen" >&2; return 1; }
+            read -r -t 0.01 -u 8 _ || true
+        fi
+    done
+}
+klog_stop() {
+    [ -n "$_KLOG_PID" ] && kill "$_KLOG_PID" 2>/dev/null
+    wait "$_KLOG_PID" 2>/dev/null
+    exec 7<&- 8<&-
+    rm -f "$DMTHIN_SCRATCH/klog-$BASHPID.txt"
+    _KLOG_PID=""
 }
 
 # Splat detection on kernel log text (stdin): prints the offending lines and
 # returns 0 if there is a splat.  Tolerated noise: the out-of-tree taint line
 # and WRITE_ZEROES errors from mkfs on tmpfs-backed loop devices.
 SPLAT_RE='BUG:|kernel BUG|WARNING:|Oops|general protection fault|Kernel panic|possible recursive locking|circular locking|inconsistent lock state|INFO: lockdep|suspicious RCU|sleeping function called from invalid context|scheduling while atomic|UBSAN:|KASAN:|panicked at|blocked for more than|stack-protector|list_add corruption|list_del corruption|refcount_t:|ODEBUG:'
-NOISE_RE='taints kernel|WRITE_ZEROES|dmthin-mark-'
+NOISE_RE='taints kernel|WRITE_ZEROES|dmthin-mark-|dmthin-sync-'
 find_splats() { grep -v -E "$NOISE_RE" | grep -E "$SPLAT_RE"; }
 
 # Cleanup of everything made through these helpers; runs at exit.
@@ -167,6 +216,7 @@ cleanup_all() {
     for i in "${_LOOPS[@]}"; do losetup -d "$i" 2>/dev/null; done
     for i in "${_FILES[@]}"; do rm -f "$i"; done
     _LOOPS=(); _FILES=()
+    [ -z "$_KLOG_PID" ] || klog_stop
     true
 }
 trap cleanup_all EXIT
