@@ -100,3 +100,54 @@ pub fn check_location(b: u64, nr_blocks: u64) -> Result<()> {
         Err(Error::Corrupt(super::error::Corruption::OutOfRange))
     }
 }
+
+/// A shared reference to a block manager is a block manager, so a
+/// [`PoolMetadata`](super::thin::metadata::PoolMetadata) can own `&B`
+/// while other threads look blocks up through the same `&B` (the manager
+/// must then be `Sync`).
+impl<T: BlockManager + ?Sized> BlockManager for &T {
+    type ReadGuard<'a>
+        = T::ReadGuard<'a>
+    where
+        Self: 'a;
+    type WriteGuard<'a>
+        = T::WriteGuard<'a>
+    where
+        Self: 'a;
+
+    fn nr_blocks(&self) -> u64 {
+        (**self).nr_blocks()
+    }
+
+    fn read_lock(&self, b: u64, v: &'static Validator) -> Result<Self::ReadGuard<'_>> {
+        (**self).read_lock(b, v)
+    }
+
+    fn read_try_lock(&self, b: u64, v: &'static Validator) -> Result<Self::ReadGuard<'_>> {
+        (**self).read_try_lock(b, v)
+    }
+
+    fn write_lock(&self, b: u64, v: &'static Validator) -> Result<Self::WriteGuard<'_>> {
+        (**self).write_lock(b, v)
+    }
+
+    fn write_lock_zero(&self, b: u64, v: &'static Validator) -> Result<Self::WriteGuard<'_>> {
+        (**self).write_lock_zero(b, v)
+    }
+
+    fn prefetch(&self, b: u64) {
+        (**self).prefetch(b)
+    }
+
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+
+    fn is_read_only(&self) -> bool {
+        (**self).is_read_only()
+    }
+
+    fn set_read_only(&self, read_only: bool) {
+        (**self).set_read_only(read_only)
+    }
+}

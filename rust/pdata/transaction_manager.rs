@@ -53,7 +53,7 @@
 //!   [`TmState`] and reopen from the last committed superblock.
 
 use super::block_manager::{check_location, BlockManager, Validator};
-use super::error::{Error, Result};
+use super::error::{Corruption, Error, Result};
 use super::space_map::metadata::MetadataSm;
 use super::space_map::{IndexEntry, SmRoot};
 use crate::env::Vec;
@@ -264,6 +264,11 @@ impl<'a, B: BlockManager> Tm<'a, B> {
             return Ok((self.bm.write_lock(orig, v)?, orig, false));
         }
         let new = self.sm_new_block()?;
+        if new == orig {
+            // The space map calls a referenced block free: copying it onto
+            // itself would lock one block twice (read and zeroed write).
+            return Err(Error::Corrupt(Corruption::SpaceMap));
+        }
         self.sm_dec_blocks(orig, orig + 1)?;
         let src = self.bm.read_lock(orig, v)?;
         let mut dst = self.bm.write_lock_zero(new, v)?;

@@ -99,9 +99,30 @@ pub fn lookup_next<B: BlockManager>(
     keys: &[u64],
     out: &mut [u8],
 ) -> Result<u64> {
+    let leaf_vs = out.len();
+    next_inner(r, root, keys, leaf_vs, Some(out))
+}
+
+/// Like [`lookup_next`] but only returns the key, for a tree whose
+/// last-level leaves hold `leaf_vs`-byte values.
+pub(crate) fn lookup_next_key<B: BlockManager>(
+    r: &Reader<'_, B>,
+    root: u64,
+    keys: &[u64],
+    leaf_vs: usize,
+) -> Result<u64> {
+    next_inner(r, root, keys, leaf_vs, None)
+}
+
+fn next_inner<B: BlockManager>(
+    r: &Reader<'_, B>,
+    root: u64,
+    keys: &[u64],
+    leaf_vs: usize,
+    out: Option<&mut [u8]>,
+) -> Result<u64> {
     let (&key, upper) = keys.split_last().ok_or(Error::Invalid)?;
     let mut block = descend_upper(r, root, upper)?;
-    let leaf_vs = out.len();
     // The nearest right-hand subtree seen on the way down: if the leaf
     // has no key >= `key`, the answer is the lowest key under it.
     let mut candidate: Option<u64> = None;
@@ -129,11 +150,13 @@ pub fn lookup_next<B: BlockManager>(
         let i = node::upper_bound(&g, key);
         if i >= 0 && (i as u32) < nr {
             let i = i as u32;
-            let v = node::values(&g, i, 1);
-            if v.len() != out.len() {
-                return Err(Error::Corrupt(Corruption::Node));
+            if let Some(out) = out {
+                let v = node::values(&g, i, 1);
+                if v.len() != out.len() {
+                    return Err(Error::Corrupt(Corruption::Node));
+                }
+                out.copy_from_slice(v);
             }
-            out.copy_from_slice(v);
             return Ok(node::key(&g, i));
         }
         match candidate.take() {
@@ -141,8 +164,15 @@ pub fn lookup_next<B: BlockManager>(
             Some(c) => {
                 drop(g);
                 check_child(r.bm(), c)?;
-                let (k, ..) =
-                    find_edge(r, c, false, Some(out))?.ok_or(Error::Corrupt(Corruption::Node))?;
+                let (k, ..) = find_edge(r, c, false, Some(leaf_vs), out)?
+                    .ok_or(Error::Corrupt(Corruption::Node))?;
+                // The right subtree's keys are above its separator, which
+                // is above `key`; a smaller key means the separator lies
+                // (upstream's recursive walk never answers below `key`,
+                // and callers stepping with `k + 1` would loop).
+                if k < key {
+                    return Err(Error::Corrupt(Corruption::Node));
+                }
                 return Ok(k);
             }
         }
@@ -150,14 +180,15 @@ pub fn lookup_next<B: BlockManager>(
 }
 
 /// Descends always to the first (or last) entry; returns the key found at
-/// the leaf, or `None` for an empty tree.
+/// the leaf, or `None` for an empty tree.  With `leaf_vs`, every node's
+/// shape is checked; `out` (of that length) receives the value.
 fn find_edge<B: BlockManager>(
     r: &Reader<'_, B>,
     mut block: u64,
     highest: bool,
+    leaf_vs: Option<usize>,
     out: Option<&mut [u8]>,
 ) -> Result<Option<(u64, ())>> {
-    let leaf_vs = out.as_ref().map(|o| o.len());
     for _ in 0..MAX_DEPTH {
         let g = r.lock(block, &BTREE_NODE)?;
         if let Some(vs) = leaf_vs {
@@ -190,10 +221,10 @@ fn find_edge<B: BlockManager>(
 /// Highest key of a single-level tree, or `None` if it is empty
 /// (`BT:dm_btree_find_highest_key` with one level).
 pub fn find_highest_key<B: BlockManager>(r: &Reader<'_, B>, root: u64) -> Result<Option<u64>> {
-    Ok(find_edge(r, root, true, None)?.map(|(k, _)| k))
+    Ok(find_edge(r, root, true, None, None)?.map(|(k, _)| k))
 }
 
 /// Lowest key of a single-level tree, or `None` if it is empty.
 pub fn find_lowest_key<B: BlockManager>(r: &Reader<'_, B>, root: u64) -> Result<Option<u64>> {
-    Ok(find_edge(r, root, false, None)?.map(|(k, _)| k))
+    Ok(find_edge(r, root, false, None, None)?.map(|(k, _)| k))
 }

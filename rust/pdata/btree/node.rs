@@ -129,13 +129,18 @@ pub(crate) fn set_blocknr(n: &mut Block, v: u64) {
 /// Byte offset of key `i`.
 #[inline]
 fn key_off(i: u32) -> usize {
-    HEADER_SIZE + 8 * i as usize
+    (i as usize).saturating_mul(8).saturating_add(HEADER_SIZE)
 }
 
 /// Byte offset of value `i`.
 #[inline]
 pub(crate) fn value_off(n: &Block, i: u32) -> usize {
-    HEADER_SIZE + 8 * max_entries(n) as usize + value_size(n) as usize * i as usize
+    // Saturating: with an unchecked header the offset is merely out of
+    // range (reads give 0), never an overflow.
+    (max_entries(n) as usize)
+        .saturating_mul(8)
+        .saturating_add(HEADER_SIZE)
+        .saturating_add((value_size(n) as usize).saturating_mul(i as usize))
 }
 
 /// Key `i`.
@@ -251,14 +256,20 @@ pub fn check_shape(n: &Block, leaf_vs: usize) -> Result<()> {
     let vs = value_size(n) as usize;
     let max = max_entries(n) as usize;
     let nr = nr_entries(n) as usize;
-    let expect = if is_internal(n) {
-        8
-    } else if is_leaf(n) {
-        leaf_vs
-    } else {
-        return Err(Error::Corrupt(Corruption::Node));
+    // Exactly one of the two kinds: upstream's walks disagree on which
+    // bit wins when both are set (lookups test INTERNAL, removal tests
+    // LEAF), which would let two walks see different trees.
+    let expect = match (is_internal(n), is_leaf(n)) {
+        (true, false) => 8,
+        (false, true) => leaf_vs,
+        _ => return Err(Error::Corrupt(Corruption::Node)),
     };
-    if vs != expect || nr > max || HEADER_SIZE + (8 + vs) * max > BLOCK_SIZE {
+    let fits = vs
+        .checked_add(8)
+        .and_then(|e| e.checked_mul(max))
+        .and_then(|t| t.checked_add(HEADER_SIZE))
+        .is_some_and(|t| t <= BLOCK_SIZE);
+    if vs != expect || nr > max || !fits {
         return Err(Error::Corrupt(Corruption::Node));
     }
     Ok(())
@@ -270,7 +281,12 @@ pub fn check_shape(n: &Block, leaf_vs: usize) -> Result<()> {
 fn fits(n: &Block, last: u32) -> bool {
     let max = max_entries(n) as usize;
     let vs = value_size(n) as usize;
-    last < max_entries(n) && HEADER_SIZE + (8 + vs) * max <= BLOCK_SIZE
+    last < max_entries(n)
+        && vs
+            .checked_add(8)
+            .and_then(|e| e.checked_mul(max))
+            .and_then(|t| t.checked_add(HEADER_SIZE))
+            .is_some_and(|t| t <= BLOCK_SIZE)
 }
 
 /// Inserts `key`/`value` at `index` (`BT:insert_at`).

@@ -2,7 +2,7 @@
 //! each child on the path is merged with or refilled from its siblings so
 //! that every non-root node keeps at least `max_entries / 3` entries.
 
-use super::lookup::contains;
+use super::lookup::{contains, lookup_next_key};
 use super::node;
 use super::{
     check_child, inc_children, shadow_child, BlockRefs, Spine, ValueType, MAX_DEPTH, MAX_LEVELS,
@@ -431,7 +431,22 @@ pub fn remove_leaves<'a, B: BlockManager + 'a, V: ValueType<B>>(
         root = new_root;
         match r {
             Ok(()) => nr_removed += 1,
-            Err(Error::NotFound) => return Ok((root, nr_removed)),
+            Err(Error::NotFound) => {
+                // If `lookup_next` sees the first key but the removal walk
+                // did not, the tree is inconsistent (on a valid tree both
+                // walks agree).  Say so: callers that position `keys` with
+                // `lookup_next` and repeat until nothing is left (upstream
+                // `__remove_range`) would otherwise loop forever.
+                if nr_removed == 0 {
+                    let first = kk.last().copied().ok_or(Error::Invalid)?;
+                    match lookup_next_key(&tm.reader(), root, kk, V::SIZE) {
+                        Ok(k) if k == first => return Err(Error::Corrupt(Corruption::Node)),
+                        Ok(_) | Err(Error::NotFound) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                return Ok((root, nr_removed));
+            }
             Err(e) => return Err(e),
         }
     }

@@ -306,7 +306,14 @@ impl<'a, B: BlockManager> Tm<'a, B> {
     }
 
     fn sm_apply_bops(&mut self) -> Result<()> {
+        // Each applied op may queue a few more (shadows of bitmaps and
+        // overflow-tree nodes); a valid map settles after a handful.  A
+        // corrupt one must not keep feeding the ring forever.
+        let mut budget: u32 = 1 << 20;
         while let Some(op) = self.st.sm.ring.peek() {
+            budget = budget
+                .checked_sub(1)
+                .ok_or(Error::Corrupt(Corruption::SpaceMap))?;
             match op.kind {
                 OpKind::Inc => ll::inc(&mut MetaLl, self, op.b, op.e)?,
                 OpKind::Dec => ll::dec(&mut MetaLl, self, op.b, op.e)?,

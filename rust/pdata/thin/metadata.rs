@@ -33,6 +33,17 @@
 //! mutating call since open (upstream `pmd_write_lock`), so opening and
 //! closing an unchanged pool never rewrites the superblock.
 //!
+//! Concurrent lookups: [`PoolMetadata::committed_roots`] gives the roots
+//! of the last commit, and [`PoolMetadata::open_with_hook`] takes a
+//! [`CommitHook`] (e.g. a [`RootsCell`](super::committed::RootsCell))
+//! that receives them at open, at the end of every commit (including the
+//! one inside [`PoolMetadata::reserve_metadata_snap`]) and after every
+//! abort, and is told when they are unusable (a failed commit or abort).
+//! Readers on other threads then look blocks up with
+//! [`lookup_committed`](super::committed::lookup_committed) through a
+//! shared block manager while this object, owned by one writer, keeps
+//! working; [`super::committed`] states the rule that makes this safe.
+//!
 //! After any error from a mutating call the caller must
 //! [`PoolMetadata::abort`]: the in-core state may then be half-updated,
 //! exactly as upstream.  If reopening fails during abort the object is
