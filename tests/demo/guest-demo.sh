@@ -17,7 +17,8 @@ step "loading it (after its dependencies dm-bufio and libcrc32c)"
 echo "\$ modprobe dm-bufio; modprobe libcrc32c; insmod $DMTHIN_KO"
 load_ours || { echo "  insmod failed"; dmesg | tail -5 | sed 's/^/  /'; exit 1; }
 step "lsmod"
-show sh -c "lsmod | grep -E '^(Module|dm_thin_rs|dm_bufio|libcrc32c)'"
+echo "\$ lsmod | grep -E '^(Module|dm_thin_rs|dm_bufio|libcrc32c)'"
+lsmod | grep -E '^(Module|dm_thin_rs|dm_bufio|libcrc32c)' | sed 's/^/  /'
 step "device-mapper targets (thin-pool and thin are ours: dm_thin_pool is not loaded)"
 show dmsetup targets
 echo "  dm_thin_pool (upstream C) loaded: $(grep -q '^dm_thin_pool ' /proc/modules && echo yes || echo no)"
@@ -31,6 +32,9 @@ if ! dm_create demo-pool "0 $DS thin-pool $META $DATA 128 0" 2>&1 | sed 's/^/  /
 if ! dms info demo-pool >/dev/null 2>&1; then
     echo "  refused; kernel says:"
     kmsg_since "$mark" | grep -v dmthin-mark | sed 's/^/    /'
+    step "the constructor formatted the blank metadata device (our Rust persistent-data code, through dm-bufio) before refusing"
+    show thin_check "$META"
+    show sh -c "thin_dump $META"
 else
     step "pool status"
     show dmsetup status demo-pool

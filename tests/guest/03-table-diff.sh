@@ -151,7 +151,7 @@ expand() {
 
 # Kernel messages unrelated to the table load (timekeeping under software
 # emulation, once-per-boot notices) are left out of the comparison.
-UNRELATED_RE='clocksource:|hrtimer: interrupt took|perf: interrupt took|sched: RT throttling|random: |workqueue: .* hogged CPU|block device autoloading is deprecated|callbacks suppressed'
+UNRELATED_RE='clocksource:|hrtimer: interrupt took|perf: interrupt took|sched: RT throttling|random: |workqueue: .* hogged CPU|block device autoloading is deprecated|callbacks suppressed|used greatest stack depth'
 
 # try_table <dir> <label> <table> [pool]: load the table into a new device
 # "dtest"; record "accepted" or "refused", the kernel log lines and dmsetup's
