@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$REPO"
 bad=$(grep -rnE '\b(std|alloc|kernel)::' rust/pdata --include='*.rs' | grep -v '^\S*:[0-9]*:\s*//' || true)
 [ -z "$bad" ] || { echo "$bad" >&2; die "rust/pdata must use core only (no std::, alloc::, kernel::)"; }
+say "rustfmt --check (workspace and the module's crate)"
+cargo +1.95.0 fmt --all -- --check >/dev/null || die "Rust code is not formatted: run cargo fmt --all and rustfmt --edition 2021 rust/dm_thin_rs_main.rs"
+rustfmt +1.95.0 --edition 2021 --check rust/dm_thin_rs_main.rs >/dev/null || die "module code is not formatted: run rustfmt --edition 2021 rust/dm_thin_rs_main.rs"
 say "cargo build with -D warnings"
 RUSTFLAGS="-D warnings" cargo +1.95.0 build --workspace --all-targets -q
 say "cargo test"

@@ -71,11 +71,9 @@ unsafe extern "C" fn alloc_callback(b: *mut bindings::dm_buffer) {
     // aligned (bufio places aux data after the pointer-aligned buffer
     // header).
     unsafe {
-        bindings::dm_bufio_get_aux_data(b)
-            .cast::<Aux>()
-            .write(Aux {
-                validator: AtomicPtr::new(core::ptr::null_mut()),
-            })
+        bindings::dm_bufio_get_aux_data(b).cast::<Aux>().write(Aux {
+            validator: AtomicPtr::new(core::ptr::null_mut()),
+        })
     };
 }
 
@@ -129,7 +127,13 @@ impl<'d> BufioBm<'d> {
 
     /// Validates a freshly locked buffer with `v` unless it already was;
     /// releases it on failure.
-    fn validate(&self, buf: *mut bindings::dm_buffer, data: *mut Block, b: u64, v: &'static Validator) -> Result<()> {
+    fn validate(
+        &self,
+        buf: *mut bindings::dm_buffer,
+        data: *mut Block,
+        b: u64,
+        v: &'static Validator,
+    ) -> Result<()> {
         // SAFETY: `buf` is ours and held.
         let aux = unsafe { Self::aux(buf) };
         let vp = core::ptr::from_ref(v).cast_mut();
@@ -146,13 +150,32 @@ impl<'d> BufioBm<'d> {
             Err(e) => {
                 crate::dm::log::print_line(
                     crate::dm::log::Level::Err,
-                    format_args!("block manager: {} validator check failed for block {b}", v.name),
+                    format_args!(
+                        "block manager: {} validator check failed for block {b}",
+                        v.name
+                    ),
                 );
                 // SAFETY: we hold `buf` and give it back once.
                 unsafe { bindings::dm_bufio_release(buf) };
                 Err(e)
             }
         }
+    }
+
+    /// Reads block `b` (waiting for I/O) and validates it with `v`;
+    /// on success the caller holds the returned buffer.
+    fn read_validated(
+        &self,
+        b: u64,
+        v: &'static Validator,
+    ) -> Result<(*mut bindings::dm_buffer, *mut Block)> {
+        self.check_range(b)?;
+        let mut buf = core::ptr::null_mut();
+        // SAFETY: the client is live; `buf` is a valid out pointer.
+        let data = unsafe { bindings::dm_bufio_read(self.client, b, &mut buf) };
+        let data = from_err_ptr(data).map_err(io_error)?.cast::<Block>();
+        self.validate(buf, data, b, v)?;
+        Ok((buf, data))
     }
 
     fn check_range(&self, b: u64) -> Result<()> {
@@ -229,9 +252,10 @@ impl Drop for BufioWrite<'_> {
         // SAFETY: held and exclusively ours (type invariant).
         (self.validator.prepare)(unsafe { &mut *self.data }, self.location);
         // SAFETY: the buffer is held until the release below.
-        unsafe { BufioBm::<'_>::aux(self.buf) }
-            .validator
-            .store(core::ptr::from_ref(self.validator).cast_mut(), Ordering::Release);
+        unsafe { BufioBm::<'_>::aux(self.buf) }.validator.store(
+            core::ptr::from_ref(self.validator).cast_mut(),
+            Ordering::Release,
+        );
         // SAFETY: we hold one reference, marked dirty then released once.
         unsafe {
             bindings::dm_bufio_mark_buffer_dirty(self.buf);
@@ -255,13 +279,8 @@ impl BlockManager for BufioBm<'_> {
     }
 
     fn read_lock(&self, b: u64, v: &'static Validator) -> Result<BufioRead<'_>> {
-        self.check_range(b)?;
-        let mut buf = core::ptr::null_mut();
-        // SAFETY: the client is live; `buf` is a valid out pointer.
-        let data = unsafe { bindings::dm_bufio_read(self.client, b, &mut buf) };
-        let data = from_err_ptr(data).map_err(io_error)?.cast::<Block>();
-        self.validate(buf, data, b, v)?;
-        // INVARIANT: `dm_bufio_read` succeeded: we hold `buf`.
+        let (buf, data) = self.read_validated(b, v)?;
+        // INVARIANT: `read_validated` succeeded: we hold `buf`.
         Ok(BufioRead {
             buf,
             data,
@@ -293,12 +312,7 @@ impl BlockManager for BufioBm<'_> {
         if self.is_read_only() {
             return Err(Error::ReadOnly);
         }
-        self.check_range(b)?;
-        let mut buf = core::ptr::null_mut();
-        // SAFETY: the client is live; `buf` is a valid out pointer.
-        let data = unsafe { bindings::dm_bufio_read(self.client, b, &mut buf) };
-        let data = from_err_ptr(data).map_err(io_error)?.cast::<Block>();
-        self.validate(buf, data, b, v)?;
+        let (buf, data) = self.read_validated(b, v)?;
         // INVARIANT: we hold `buf`; the caller's locking rules make it ours.
         Ok(BufioWrite {
             buf,

@@ -55,7 +55,9 @@ impl DmDev {
         let mut dev: *mut bindings::dm_dev = core::ptr::null_mut();
         // SAFETY: `raw_ti` is valid during the constructor, `path` is
         // NUL-terminated, `dev` is a valid out pointer.
-        to_result(unsafe { bindings::dm_get_device(raw_ti, path.as_ptr().cast(), mode, &mut dev) })?;
+        to_result(unsafe {
+            bindings::dm_get_device(raw_ti, path.as_ptr().cast(), mode, &mut dev)
+        })?;
         // INVARIANT: `dm_get_device` succeeded, so `dev` is held for `ti`.
         Ok(DmDev { ti: raw_ti, dev })
     }

@@ -5,8 +5,8 @@
 //! the buffer is dropped (scnprintf truncation), the buffer always ends
 //! with a NUL, and nothing is written past `maxlen`.
 
-use kernel::ffi::{c_char, c_uint};
 use core::fmt;
+use kernel::ffi::{c_char, c_uint};
 
 /// Writes into dm's result buffer.
 ///

@@ -15,9 +15,9 @@ use core::ffi::CStr;
 use core::marker::PhantomData;
 
 use kernel::alloc::KBox;
-use kernel::ffi::{c_char, c_int, c_uint, c_void};
 use kernel::bindings;
 use kernel::error::{Error, Result};
+use kernel::ffi::{c_char, c_int, c_uint, c_void};
 use kernel::init::{pin_init_from_closure, PinInit};
 use kernel::prelude::*;
 use kernel::types::Opaque;
@@ -181,8 +181,16 @@ impl<T: Target> Registration<T> {
                 ctr: Some(ctr_tramp::<T>),
                 dtr: Some(dtr_tramp::<T>),
                 map: Some(map_tramp::<T>),
-                status: if T::HAS_STATUS { Some(status_tramp::<T>) } else { None },
-                message: if T::HAS_MESSAGE { Some(message_tramp::<T>) } else { None },
+                status: if T::HAS_STATUS {
+                    Some(status_tramp::<T>)
+                } else {
+                    None
+                },
+                message: if T::HAS_MESSAGE {
+                    Some(message_tramp::<T>)
+                } else {
+                    None
+                },
                 iterate_devices: if T::HAS_ITERATE_DEVICES {
                     Some(iterate_devices_tramp::<T>)
                 } else {

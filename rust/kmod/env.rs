@@ -181,8 +181,5 @@ pub fn crc32c(mut crc: u32, data: &[u8]) -> u32 {
 /// Logs `device-mapper: <prefix>: <message>` at error level, as upstream's
 /// `DMERR` with `DM_MSG_PREFIX <prefix>` does.
 pub fn log_error(prefix: &str, args: core::fmt::Arguments<'_>) {
-    crate::dm::log::print_line(
-        crate::dm::log::Level::Err,
-        format_args!("{prefix}: {args}"),
-    );
+    crate::dm::log::print_line(crate::dm::log::Level::Err, format_args!("{prefix}: {args}"));
 }

@@ -13,15 +13,15 @@
 //! refused with "Pool is not implemented yet" and -EOPNOTSUPP, never a
 //! fake pool.
 
+use core::ffi::CStr;
 use kernel::alloc::KBox;
 use kernel::bindings;
-use core::ffi::CStr;
 
 use kernel::prelude::*;
 
 use crate::dm::args::Args;
-use crate::dm::bufio::BufioBm;
 use crate::dm::bio::{MapBio, Mapped};
+use crate::dm::bufio::BufioBm;
 use crate::dm::dev::{DmDev, Mode};
 use crate::dm::status::StatusWriter;
 use crate::dm::target::{Callout, CtrError, StatusKind, Target, TargetCtx};

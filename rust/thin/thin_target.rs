@@ -9,8 +9,8 @@
 //! lands, so every line that gets that far is refused with upstream's
 //! "Couldn't find pool object".
 
-use kernel::alloc::KBox;
 use core::ffi::CStr;
+use kernel::alloc::KBox;
 
 use kernel::prelude::*;
 
