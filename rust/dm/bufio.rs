@@ -15,13 +15,15 @@
 //! which never sleeps on I/O: a miss starts a prefetch and answers
 //! [`Error::WouldBlock`].
 //!
-//! The client is thread safe; the persistent-data layer's rules (one
-//! writer, readers of blocks the writer does not modify) keep guards on
-//! the same block from conflicting.
+//! The client is thread safe.  Each buffer also carries a lock state
+//! (readers or one writer): valid metadata never makes guards conflict
+//! (one writer; readers only of blocks the writer does not modify), but
+//! corrupt metadata can point an operation at a block it already holds,
+//! and then the second lock answers `Error::Busy` instead of aliasing.
 
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 
 use kernel::bindings;
 use kernel::error::from_err_ptr;
@@ -39,7 +41,16 @@ const RESERVED_BUFFERS: u32 = 6;
 struct Aux {
     /// The validator the block was last checked or sealed with, or NULL.
     validator: AtomicPtr<Validator>,
+    /// Lock state of the block: the number of read guards, or
+    /// [`WRITE_LOCKED`].  A conflicting lock (corrupt metadata can make an
+    /// operation lock a block it already holds) answers `Error::Busy`
+    /// instead of handing out aliasing guards, as upstream's debug block
+    /// manager refuses recursive locks.
+    lock: AtomicI32,
 }
+
+/// `Aux::lock` value of a write-locked block.
+const WRITE_LOCKED: i32 = -1;
 
 /// A dm-bufio client over a metadata device.
 ///
@@ -73,6 +84,7 @@ unsafe extern "C" fn alloc_callback(b: *mut bindings::dm_buffer) {
     unsafe {
         bindings::dm_bufio_get_aux_data(b).cast::<Aux>().write(Aux {
             validator: AtomicPtr::new(core::ptr::null_mut()),
+            lock: AtomicI32::new(0),
         })
     };
 }
@@ -162,6 +174,49 @@ impl<'d> BufioBm<'d> {
         }
     }
 
+    /// Takes the block lock of a held buffer (`write`: exclusive); on a
+    /// conflict releases the buffer and answers `Busy`.
+    fn take_lock(buf: *mut bindings::dm_buffer, write: bool, b: u64) -> Result<()> {
+        // SAFETY: the caller holds `buf`.
+        let aux = unsafe { Self::aux(buf) };
+        let ok = if write {
+            aux.lock
+                .compare_exchange(0, WRITE_LOCKED, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        } else {
+            aux.lock
+                .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                    (n >= 0).then(|| n.saturating_add(1))
+                })
+                .is_ok()
+        };
+        if ok {
+            return Ok(());
+        }
+        crate::dm::log::print_line(
+            crate::dm::log::Level::Err,
+            format_args!("block manager: recursive acquisition of block {b} requested."),
+        );
+        // SAFETY: we hold `buf` and give it back once.
+        unsafe { bindings::dm_bufio_release(buf) };
+        Err(Error::Busy)
+    }
+
+    /// Drops the block lock taken by `take_lock`.
+    ///
+    /// # Safety
+    ///
+    /// `buf` must be held, with a lock of this kind taken by the caller.
+    unsafe fn drop_lock(buf: *mut bindings::dm_buffer, write: bool) {
+        // SAFETY: `buf` is held (caller's guarantee).
+        let aux = unsafe { Self::aux(buf) };
+        if write {
+            aux.lock.store(0, Ordering::Release);
+        } else {
+            aux.lock.fetch_sub(1, Ordering::Release);
+        }
+    }
+
     /// Reads block `b` (waiting for I/O) and validates it with `v`;
     /// on success the caller holds the returned buffer.
     fn read_validated(
@@ -214,8 +269,12 @@ impl Deref for BufioRead<'_> {
 
 impl Drop for BufioRead<'_> {
     fn drop(&mut self) {
-        // SAFETY: we hold one reference (type invariant), released once.
-        unsafe { bindings::dm_bufio_release(self.buf) };
+        // SAFETY: we hold one reference and a read lock (type invariant),
+        // both given back once.
+        unsafe {
+            BufioBm::<'_>::drop_lock(self.buf, false);
+            bindings::dm_bufio_release(self.buf);
+        }
     }
 }
 
@@ -256,9 +315,11 @@ impl Drop for BufioWrite<'_> {
             core::ptr::from_ref(self.validator).cast_mut(),
             Ordering::Release,
         );
-        // SAFETY: we hold one reference, marked dirty then released once.
+        // SAFETY: we hold one reference and the write lock: marked dirty,
+        // unlocked, then released once.
         unsafe {
             bindings::dm_bufio_mark_buffer_dirty(self.buf);
+            BufioBm::<'_>::drop_lock(self.buf, true);
             bindings::dm_bufio_release(self.buf);
         }
     }
@@ -280,7 +341,8 @@ impl BlockManager for BufioBm<'_> {
 
     fn read_lock(&self, b: u64, v: &'static Validator) -> Result<BufioRead<'_>> {
         let (buf, data) = self.read_validated(b, v)?;
-        // INVARIANT: `read_validated` succeeded: we hold `buf`.
+        Self::take_lock(buf, false, b)?;
+        // INVARIANT: `read_validated` succeeded: we hold `buf`, read-locked.
         Ok(BufioRead {
             buf,
             data,
@@ -300,7 +362,9 @@ impl BlockManager for BufioBm<'_> {
         }
         let data = data.cast::<Block>();
         self.validate(buf, data, b, v)?;
-        // INVARIANT: `dm_bufio_get` found the block: we hold `buf`.
+        Self::take_lock(buf, false, b)?;
+        // INVARIANT: `dm_bufio_get` found the block: we hold `buf`,
+        // read-locked.
         Ok(BufioRead {
             buf,
             data,
@@ -313,7 +377,8 @@ impl BlockManager for BufioBm<'_> {
             return Err(Error::ReadOnly);
         }
         let (buf, data) = self.read_validated(b, v)?;
-        // INVARIANT: we hold `buf`; the caller's locking rules make it ours.
+        Self::take_lock(buf, true, b)?;
+        // INVARIANT: we hold `buf`, write-locked.
         Ok(BufioWrite {
             buf,
             data,
@@ -333,13 +398,14 @@ impl BlockManager for BufioBm<'_> {
         // without reading it.
         let data = unsafe { bindings::dm_bufio_new(self.client, b, &mut buf) };
         let data = from_err_ptr(data).map_err(io_error)?.cast::<Block>();
-        // SAFETY: we hold the buffer; its data is 4 KiB.
+        Self::take_lock(buf, true, b)?;
+        // SAFETY: we hold the buffer, write-locked; its data is 4 KiB.
         unsafe { core::ptr::write_bytes(data, 0, 1) };
         // SAFETY: we hold `buf`.
         unsafe { Self::aux(buf) }
             .validator
             .store(core::ptr::from_ref(v).cast_mut(), Ordering::Release);
-        // INVARIANT: we hold `buf`; the caller's locking rules make it ours.
+        // INVARIANT: we hold `buf`, write-locked.
         Ok(BufioWrite {
             buf,
             data,

@@ -20,7 +20,12 @@
 //! - `read_try_lock` never waits for I/O: on a cache miss it answers
 //!   [`Error::WouldBlock`] (the kernel's `map` path must not sleep on I/O);
 //! - `flush` writes every dirty block, waits, then issues a device flush;
-//! - in read-only mode write locks and `flush` fail with [`Error::ReadOnly`].
+//! - in read-only mode write locks and `flush` fail with [`Error::ReadOnly`];
+//! - a lock that conflicts with a guard already held on the same block (a
+//!   write lock while any guard is held, a read lock while a write guard
+//!   is held) fails with [`Error::Busy`] rather than handing out aliasing
+//!   guards: valid metadata never does this, corrupt metadata can lead an
+//!   operation to lock a block it already holds.
 
 use core::ops::{Deref, DerefMut};
 

@@ -39,7 +39,8 @@
 //! `PDATA_FUZZ_SEED=<seed> cargo test -p host-tests --test fuzz_corrupt
 //! -- --nocapture` (or `DIAG_SEED=<seed> ... -- --ignored diag_seed`);
 //! run more with `PDATA_FUZZ_ITERS=<n>` (per campaign test; the default
-//! run does 4000 per campaign within a 25 s budget each).
+//! run does 4000 per campaign within a 25 s budget each) and fresh seeds
+//! with `PDATA_FUZZ_SEED_OFFSET=<n>`.
 //!
 //! The deterministic tests at the end reproduce the bugs the campaigns
 //! found (now fixed in the core).
@@ -1154,7 +1155,12 @@ fn run_one(seed: u64) -> Result<Stats, String> {
     let (tx, rx) = mpsc::channel();
     let h = std::thread::Builder::new()
         .name(format!("fuzz-seed-{seed}"))
-        .stack_size(1 << 20)
+        .stack_size(
+            std::env::var("PDATA_FUZZ_STACK")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1 << 20),
+        )
         .spawn(move || {
             BIGGEST.with(|b| b.set(0));
             let mut st = Stats::default();
@@ -1207,6 +1213,12 @@ fn campaign(first: u64, default_iters: u64, budget: Duration) -> Stats {
         .ok()
         .and_then(|s| s.parse().ok());
     let explicit = std::env::var("PDATA_FUZZ_ITERS").is_ok();
+    // PDATA_FUZZ_SEED_OFFSET shifts both campaigns to fresh seeds.
+    let first = first
+        + std::env::var("PDATA_FUZZ_SEED_OFFSET")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
     let seeds: Vec<u64> = match only {
         Some(s) => vec![s],
         None => (first..first + iterations(default_iters)).collect(),
@@ -1494,32 +1506,6 @@ fn node_with_both_kind_flags_is_refused() {
     });
     assert!(matches!(r.0, Err(Error::Corrupt(_))), "{:?}", r.0);
     assert!(matches!(r.1, Err(Error::Corrupt(_))), "{:?}", r.1);
-}
-
-/// Diagnostic: runs the workload of `DIAG_SEED` with only its poke
-/// number `DIAG_POKE` (all pokes if unset).
-#[test]
-#[ignore]
-fn diag_seed() {
-    let seed: u64 = std::env::var("DIAG_SEED").unwrap().parse().unwrap();
-    let mut m = make_mutation(seed);
-    eprintln!("{}", m.desc);
-    if let Some(w) = std::env::var("DIAG_POKE")
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-    {
-        m.pokes = vec![m.pokes.swap_remove(w)];
-    }
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut st = Stats::default();
-        workload(&m, &mut st);
-        let _ = tx.send(st);
-    });
-    let st = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("hang or panic");
-    eprintln!("{st:?}");
 }
 
 /// The metadata space map's overflow-tree root moved to a block the
