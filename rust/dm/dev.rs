@@ -173,12 +173,6 @@ impl MappedDevice {
         // INVARIANT: a non-NULL result carries a reference we now own.
         Some(MappedDevice { md })
     }
-
-    /// The raw pointer, used as an identity key (never dereferenced here).
-    #[allow(dead_code)]
-    pub(crate) fn as_ptr(&self) -> *mut bindings::mapped_device {
-        self.md
-    }
 }
 
 impl Drop for MappedDevice {

@@ -87,13 +87,6 @@ impl TargetCtx<'_> {
         // SAFETY: `ti` is valid during the constructor (type invariant).
         unsafe { (*self.ti).len }
     }
-
-    /// The mapped device of the table being loaded.
-    #[allow(dead_code)]
-    pub(crate) fn table_md(&self) -> *mut bindings::mapped_device {
-        // SAFETY: `ti` and its table are valid during the constructor.
-        unsafe { bindings::dm_table_get_md((*self.ti).table) }
-    }
 }
 
 /// The operations of a device-mapper target type.

@@ -38,7 +38,6 @@ const THIN_METADATA_MAX_SECTORS_WARNING: u64 = 16 * (1024 * 1024 * 1024 >> 9);
 const THIN_METADATA_MAX_SECTORS: u64 = 255 * ((1 << 14) - 64) * 8;
 
 /// A `thin-pool` table (upstream's `struct pool_c`).
-#[allow(dead_code)]
 pub(crate) struct PoolTarget {
     len: u64,
     metadata_dev: DmDev,

@@ -22,7 +22,6 @@ use crate::dm::target::{CtrError, StatusKind, Target, TargetCtx};
 use crate::thin::table;
 
 /// A `thin` table (upstream's `struct thin_c`).
-#[allow(dead_code)]
 pub(crate) struct ThinTarget {
     pool_dev: DmDev,
     origin_dev: Option<DmDev>,
