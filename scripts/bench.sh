@@ -18,4 +18,4 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$REPO"
 say "building and running pdata_bench (release)"
-exec cargo +1.95.0 run --release -q -p host-tests --bin pdata_bench -- "$@"
+exec cargo +"$RUST_VERSION" run --release -q -p host-tests --bin pdata_bench -- "$@"

@@ -12,9 +12,9 @@ bad=$(find rust/pdata -name '*.rs' -print0 | xargs -0 awk '
     !intest && !/^[[:space:]]*\/\// && /(^|[^[:alnum:]_])(std|alloc|kernel)::/ { print FILENAME ":" FNR ": " $0 }')
 [ -z "$bad" ] || { echo "$bad" >&2; die "rust/pdata must use core only (no std::, alloc::, kernel::)"; }
 say "rustfmt --check (workspace and the module's crate)"
-cargo +1.95.0 fmt --all -- --check >/dev/null || die "Rust code is not formatted: run cargo fmt --all and rustfmt --edition 2021 rust/dm_thin_rs_main.rs"
-rustfmt +1.95.0 --edition 2021 --check rust/dm_thin_rs_main.rs >/dev/null || die "module code is not formatted: run rustfmt --edition 2021 rust/dm_thin_rs_main.rs"
+cargo +"$RUST_VERSION" fmt --all -- --check >/dev/null || die "Rust code is not formatted: run cargo fmt --all and rustfmt --edition 2021 rust/dm_thin_rs_main.rs"
+rustfmt +"$RUST_VERSION" --edition 2021 --check rust/dm_thin_rs_main.rs >/dev/null || die "module code is not formatted: run rustfmt --edition 2021 rust/dm_thin_rs_main.rs"
 say "cargo build with -D warnings"
-RUSTFLAGS="-D warnings" cargo +1.95.0 build --workspace --all-targets -q
+RUSTFLAGS="-D warnings" cargo +"$RUST_VERSION" build --workspace --all-targets -q
 say "cargo test"
-cargo +1.95.0 test --workspace 2>&1
+cargo +"$RUST_VERSION" test --workspace 2>&1

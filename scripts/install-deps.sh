@@ -6,9 +6,6 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-RUST_VERSION=1.95.0
-BINDGEN_VERSION=0.69.5
-
 PKGS=(linux-source-6.12 qemu-system-x86 flex bison bc libelf-dev libssl-dev
       cpio libclang-dev clang lld llvm kmod dmsetup thin-provisioning-tools
       fio e2fsprogs util-linux lvm2 xz-utils make gcc python3 python3-pip
@@ -51,12 +48,13 @@ else
     say "bindgen $BINDGEN_VERSION present"
 fi
 
-if ! command -v vng >/dev/null; then
-    say "pip: installing virtme-ng"
-    pip3 install -q virtme-ng >/dev/null 2>&1 || python3 -m pip install -q --break-system-packages virtme-ng >/dev/null \
-        || die "cannot install virtme-ng from PyPI"
+if ! vng --version 2>/dev/null | grep -q "$VNG_VERSION"; then
+    say "pip: installing virtme-ng $VNG_VERSION"
+    pip3 install -q "virtme-ng==$VNG_VERSION" >/dev/null 2>&1 \
+        || python3 -m pip install -q --break-system-packages "virtme-ng==$VNG_VERSION" >/dev/null \
+        || die "cannot install virtme-ng $VNG_VERSION from PyPI"
     command -v vng >/dev/null || die "virtme-ng installed but vng is not on PATH"
 else
-    say "virtme-ng present ($(vng --version 2>/dev/null | head -1))"
+    say "virtme-ng $VNG_VERSION present"
 fi
 say "dependencies ready"

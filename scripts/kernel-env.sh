@@ -3,7 +3,6 @@
 # package version, patches, config fragment, rustc, bindgen, gcc, virtme-ng).
 # Sourced by the build scripts; sets KERNEL_KEY, KERNEL_CACHE and KDIR.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-RUST_VERSION=1.95.0
 kernel_key() {
     {
         dpkg-query -W -f='${Version}\n' linux-source-6.12 2>/dev/null || echo none

@@ -11,9 +11,12 @@
 //! is dropped, then marks it dirty and releases it; dm-bufio writes it out
 //! later.  (Upstream seals in bufio's write callback instead; sealing at
 //! unlock costs one crc32c per write unlock but never touches a buffer
-//! another thread may be reading.)  `read_try_lock` uses `dm_bufio_get`,
-//! which never sleeps on I/O: a miss starts a prefetch and answers
-//! [`Error::WouldBlock`].
+//! another thread may be reading.)  A block is validated only after its
+//! block lock is taken, so a reader never checks a buffer a writer is
+//! changing.  `read_try_lock` uses `dm_bufio_get`, which never sleeps on
+//! I/O: a miss answers [`Error::WouldBlock`] without a prefetch (it runs
+//! inside `map`, where dm-bufio refuses to start I/O; the pool's worker
+//! retries the bio with a blocking read).
 //!
 //! The client is thread safe.  Each buffer also carries a lock state
 //! (readers or one writer): valid metadata never makes guards conflict
@@ -28,7 +31,7 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 use kernel::bindings;
 use kernel::error::from_err_ptr;
 
-use super::dev::DmDev;
+use super::bdev::Bdev;
 use crate::pdata::block_manager::{Block, BlockManager, Validator, BLOCK_SIZE};
 use crate::pdata::error::{Error, Result};
 
@@ -58,18 +61,20 @@ const WRITE_LOCKED: i32 = -1;
 ///
 /// `client` is a live client created with `size_of::<Aux>()` bytes of
 /// aux data initialised by [`alloc_callback`], destroyed only on drop.
-pub(crate) struct BufioBm<'d> {
+pub(crate) struct BufioBm {
     client: *mut bindings::dm_bufio_client,
     nr_blocks: u64,
     read_only: AtomicBool,
-    _dev: PhantomData<&'d DmDev>,
+    /// The metadata device, held open for the client's lifetime (dropped
+    /// after the client, which `Drop` destroys first).
+    _dev: Bdev,
 }
 
 // SAFETY: dm-bufio clients are safe to use from any thread; the other
 // fields are immutable or atomic.
-unsafe impl Send for BufioBm<'_> {}
+unsafe impl Send for BufioBm {}
 // SAFETY: as above: every method goes through the thread-safe client.
-unsafe impl Sync for BufioBm<'_> {}
+unsafe impl Sync for BufioBm {}
 
 /// Initialises a new buffer's aux data.
 ///
@@ -97,15 +102,15 @@ fn io_error(e: kernel::error::Error) -> Error {
     }
 }
 
-impl<'d> BufioBm<'d> {
-    /// A client over `dev` seeing `nr_blocks` 4 KiB blocks; it borrows the
-    /// device, which therefore stays open as long as the client.
-    pub(crate) fn new(dev: &'d DmDev, nr_blocks: u64) -> Result<Self> {
-        // SAFETY: `dev` holds an open block device for `'d`; the callbacks
-        // match the aux size given.
+impl BufioBm {
+    /// A client over `dev` seeing `nr_blocks` 4 KiB blocks; it owns the
+    /// open device, which therefore stays open as long as the client.
+    pub(crate) fn new(dev: Bdev, nr_blocks: u64) -> Result<Self> {
+        // SAFETY: `dev` is an open block device kept open by the client;
+        // the callbacks match the aux size given.
         let client = unsafe {
             bindings::dm_bufio_client_create(
-                dev.bdev(),
+                dev.as_ptr(),
                 BLOCK_SIZE as u32,
                 RESERVED_BUFFERS,
                 core::mem::size_of::<Aux>() as u32,
@@ -120,7 +125,7 @@ impl<'d> BufioBm<'d> {
             client,
             nr_blocks,
             read_only: AtomicBool::new(false),
-            _dev: PhantomData,
+            _dev: dev,
         })
     }
 
@@ -137,14 +142,16 @@ impl<'d> BufioBm<'d> {
         unsafe { &*bindings::dm_bufio_get_aux_data(b).cast::<Aux>() }
     }
 
-    /// Validates a freshly locked buffer with `v` unless it already was;
-    /// releases it on failure.
+    /// Validates a buffer the caller holds and has block-locked (so no
+    /// writer can be changing it) with `v` unless it already was; on
+    /// failure drops the block lock (`write`: exclusive) and releases it.
     fn validate(
         &self,
         buf: *mut bindings::dm_buffer,
         data: *mut Block,
         b: u64,
         v: &'static Validator,
+        write: bool,
     ) -> Result<()> {
         // SAFETY: `buf` is ours and held.
         let aux = unsafe { Self::aux(buf) };
@@ -167,8 +174,11 @@ impl<'d> BufioBm<'d> {
                         v.name
                     ),
                 );
-                // SAFETY: we hold `buf` and give it back once.
-                unsafe { bindings::dm_bufio_release(buf) };
+                // SAFETY: we hold `buf` and its block lock, given back once.
+                unsafe {
+                    Self::drop_lock(buf, write);
+                    bindings::dm_bufio_release(buf);
+                }
                 Err(e)
             }
         }
@@ -217,19 +227,22 @@ impl<'d> BufioBm<'d> {
         }
     }
 
-    /// Reads block `b` (waiting for I/O) and validates it with `v`;
-    /// on success the caller holds the returned buffer.
+    /// Reads block `b` (waiting for I/O), takes its block lock (`write`:
+    /// exclusive) and then validates it with `v`; on success the caller
+    /// holds the returned buffer, locked.
     fn read_validated(
         &self,
         b: u64,
         v: &'static Validator,
+        write: bool,
     ) -> Result<(*mut bindings::dm_buffer, *mut Block)> {
         self.check_range(b)?;
         let mut buf = core::ptr::null_mut();
         // SAFETY: the client is live; `buf` is a valid out pointer.
         let data = unsafe { bindings::dm_bufio_read(self.client, b, &mut buf) };
         let data = from_err_ptr(data).map_err(io_error)?.cast::<Block>();
-        self.validate(buf, data, b, v)?;
+        Self::take_lock(buf, write, b)?;
+        self.validate(buf, data, b, v, write)?;
         Ok((buf, data))
     }
 
@@ -238,7 +251,7 @@ impl<'d> BufioBm<'d> {
     }
 }
 
-impl Drop for BufioBm<'_> {
+impl Drop for BufioBm {
     fn drop(&mut self) {
         // SAFETY: the client is live and no guard outlives `self` (guards
         // borrow it); destroyed once.
@@ -272,7 +285,7 @@ impl Drop for BufioRead<'_> {
         // SAFETY: we hold one reference and a read lock (type invariant),
         // both given back once.
         unsafe {
-            BufioBm::<'_>::drop_lock(self.buf, false);
+            BufioBm::drop_lock(self.buf, false);
             bindings::dm_bufio_release(self.buf);
         }
     }
@@ -311,7 +324,7 @@ impl Drop for BufioWrite<'_> {
         // SAFETY: held and exclusively ours (type invariant).
         (self.validator.prepare)(unsafe { &mut *self.data }, self.location);
         // SAFETY: the buffer is held until the release below.
-        unsafe { BufioBm::<'_>::aux(self.buf) }.validator.store(
+        unsafe { BufioBm::aux(self.buf) }.validator.store(
             core::ptr::from_ref(self.validator).cast_mut(),
             Ordering::Release,
         );
@@ -319,13 +332,13 @@ impl Drop for BufioWrite<'_> {
         // unlocked, then released once.
         unsafe {
             bindings::dm_bufio_mark_buffer_dirty(self.buf);
-            BufioBm::<'_>::drop_lock(self.buf, true);
+            BufioBm::drop_lock(self.buf, true);
             bindings::dm_bufio_release(self.buf);
         }
     }
 }
 
-impl BlockManager for BufioBm<'_> {
+impl BlockManager for BufioBm {
     type ReadGuard<'a>
         = BufioRead<'a>
     where
@@ -340,8 +353,7 @@ impl BlockManager for BufioBm<'_> {
     }
 
     fn read_lock(&self, b: u64, v: &'static Validator) -> Result<BufioRead<'_>> {
-        let (buf, data) = self.read_validated(b, v)?;
-        Self::take_lock(buf, false, b)?;
+        let (buf, data) = self.read_validated(b, v, false)?;
         // INVARIANT: `read_validated` succeeded: we hold `buf`, read-locked.
         Ok(BufioRead {
             buf,
@@ -357,12 +369,14 @@ impl BlockManager for BufioBm<'_> {
         let data = unsafe { bindings::dm_bufio_get(self.client, b, &mut buf) };
         let data = from_err_ptr(data).map_err(io_error)?;
         if data.is_null() {
-            self.prefetch(b);
+            // No prefetch here: this runs inside `map`, where dm-bufio
+            // refuses to issue I/O (`dm_bufio_in_request`, with a warning).
+            // The pool's worker reads the block when it retries the bio.
             return Err(Error::WouldBlock);
         }
         let data = data.cast::<Block>();
-        self.validate(buf, data, b, v)?;
         Self::take_lock(buf, false, b)?;
+        self.validate(buf, data, b, v, false)?;
         // INVARIANT: `dm_bufio_get` found the block: we hold `buf`,
         // read-locked.
         Ok(BufioRead {
@@ -376,8 +390,7 @@ impl BlockManager for BufioBm<'_> {
         if self.is_read_only() {
             return Err(Error::ReadOnly);
         }
-        let (buf, data) = self.read_validated(b, v)?;
-        Self::take_lock(buf, true, b)?;
+        let (buf, data) = self.read_validated(b, v, true)?;
         // INVARIANT: we hold `buf`, write-locked.
         Ok(BufioWrite {
             buf,
@@ -442,5 +455,14 @@ impl BlockManager for BufioBm<'_> {
 
     fn set_read_only(&self, read_only: bool) {
         self.read_only.store(read_only, Ordering::Relaxed)
+    }
+
+    /// `dm_bufio_forget_buffers` over the whole device: drops every clean
+    /// buffer nobody holds (a buffer whose write failed is clean), so the
+    /// abort rereads the superblock from the device.  Dirty buffers stay
+    /// and are written later: on abort they are unreferenced shadows.
+    fn invalidate(&self) {
+        // SAFETY: the client is live; forgetting is only a hint to bufio.
+        unsafe { bindings::dm_bufio_forget_buffers(self.client, 0, self.nr_blocks) };
     }
 }

@@ -105,12 +105,6 @@ impl DmDev {
         name
     }
 
-    /// Whether the block device itself is read-only (`bdev_read_only`).
-    pub(crate) fn read_only(&self) -> bool {
-        // SAFETY: a held `dm_dev` has a valid `bdev` (type invariant).
-        unsafe { bindings::bdev_read_only(self.bdev()) }
-    }
-
     /// The device as `major:minor`, as upstream prints it (`format_dev_t`).
     pub(crate) fn name(&self) -> DevName {
         DevName(self.dev_t())
@@ -172,6 +166,11 @@ impl MappedDevice {
         }
         // INVARIANT: a non-NULL result carries a reference we now own.
         Some(MappedDevice { md })
+    }
+
+    /// Identity key (compared with [`super::target::MdRef::key`]).
+    pub(crate) fn key(&self) -> usize {
+        self.md as usize
     }
 }
 

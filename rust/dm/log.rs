@@ -18,6 +18,8 @@ pub(crate) enum Level {
     Err,
     /// `KERN_WARNING`.
     Warn,
+    /// `KERN_INFO`.
+    Info,
 }
 
 /// Prints `device-mapper: <prefix>: <args>` at `level`.
@@ -25,6 +27,7 @@ pub(crate) fn print(level: Level, prefix: &CStr, args: fmt::Arguments<'_>) {
     let format: &CStr = match level {
         Level::Err => c"\x013device-mapper: %s: %pA\n",
         Level::Warn => c"\x014device-mapper: %s: %pA\n",
+        Level::Info => c"\x016device-mapper: %s: %pA\n",
     };
     // SAFETY: `format` and `prefix` are NUL-terminated; `%s` consumes
     // `prefix` and `%pA` consumes a pointer to a `fmt::Arguments`, which the
@@ -44,6 +47,7 @@ pub(crate) fn print_line(level: Level, args: fmt::Arguments<'_>) {
     let format: &CStr = match level {
         Level::Err => c"\x013device-mapper: %pA\n",
         Level::Warn => c"\x014device-mapper: %pA\n",
+        Level::Info => c"\x016device-mapper: %pA\n",
     };
     // SAFETY: `format` is NUL-terminated and `%pA` consumes a pointer to
     // a `fmt::Arguments`, which outlives the call.

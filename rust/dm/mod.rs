@@ -13,13 +13,23 @@
 //! - [`bufio`]: the persistent-data block manager over dm-bufio;
 //! - [`bio`]: the bio handed to `map`, which can only leave `map` by being
 //!   remapped, killed or requeued;
-//! - [`log`]: kernel log lines in upstream's `device-mapper: thin: ` form.
+//! - [`log`]: kernel log lines in upstream's `device-mapper: thin: ` form;
+//! - [`bdev`]: block devices the module holds open itself (the pool's);
+//! - [`sync`]: a reader/writer semaphore with try-read, and the pool table
+//!   lock; [`worker`]: an ordered workqueue with a periodic waker;
+//!   [`kcopyd`]: block zeroing through dm-kcopyd; all over `glue.c`, the C
+//!   object linked into the module for what has no Rust binding.
 
 #[macro_use]
 pub(crate) mod log;
 pub(crate) mod args;
+pub(crate) mod bdev;
 pub(crate) mod bio;
 pub(crate) mod bufio;
 pub(crate) mod dev;
+mod glue;
+pub(crate) mod kcopyd;
 pub(crate) mod status;
+pub(crate) mod sync;
 pub(crate) mod target;
+pub(crate) mod worker;

@@ -87,6 +87,150 @@ impl TargetCtx<'_> {
         // SAFETY: `ti` is valid during the constructor (type invariant).
         unsafe { (*self.ti).len }
     }
+
+    /// A handle on the target for events and suspend state, valid until
+    /// the target's destructor.
+    pub(crate) fn handle(&self) -> TargetHandle {
+        TargetHandle { ti: self.ti }
+    }
+
+    /// The mapped device this table belongs to (`dm_table_get_md`).
+    pub(crate) fn md(&self) -> MdRef {
+        // SAFETY: `ti` and its table are valid during the constructor.
+        let md = unsafe { bindings::dm_table_get_md((*self.ti).table) };
+        // INVARIANT: see `MdRef`.
+        MdRef { md }
+    }
+
+    /// Bios never cross a multiple of `sectors` (`dm_set_target_max_io_len`).
+    pub(crate) fn set_max_io_len(&mut self, sectors: u32) -> Result {
+        // SAFETY: `ti` is valid during the constructor.
+        kernel::error::to_result(unsafe {
+            bindings::dm_set_target_max_io_len(self.ti, u64::from(sectors))
+        })
+    }
+
+    /// `ti->num_flush_bios` and `flush_supported`.
+    pub(crate) fn set_flush_bios(&mut self, n: u32, supported: bool) {
+        // SAFETY: `ti` is valid and ours during the constructor.
+        unsafe {
+            (*self.ti).num_flush_bios = n;
+            (*self.ti).set_flush_supported(supported);
+        }
+    }
+
+    /// `ti->num_discard_bios`, `discards_supported` and
+    /// `max_discard_granularity`.
+    pub(crate) fn set_discards(&mut self, n: u32, supported: bool, max_granularity: bool) {
+        // SAFETY: `ti` is valid and ours during the constructor.
+        unsafe {
+            (*self.ti).num_discard_bios = n;
+            (*self.ti).set_discards_supported(supported);
+            (*self.ti).set_max_discard_granularity(max_granularity);
+        }
+    }
+
+    /// Reserves `size` bytes of per-bio data for this target's bios.
+    pub(crate) fn set_per_io_data_size(&mut self, size: usize) {
+        // SAFETY: `ti` is valid and ours during the constructor.
+        unsafe { (*self.ti).per_io_data_size = size as c_uint };
+    }
+}
+
+/// A constructed target, for raising events and querying its suspend
+/// state (upstream keeps `pool->ti` for the same purpose).
+///
+/// # Invariants
+///
+/// `ti` is a target whose constructor succeeded; the holder only uses the
+/// handle until that target's destructor runs (the pool drops its bound
+/// handle in the pool target's destructor).
+#[derive(Clone, Copy)]
+pub(crate) struct TargetHandle {
+    ti: *mut bindings::dm_target,
+}
+
+// SAFETY: dm_table_event and dm_suspended may be called from any thread
+// while the target exists.
+unsafe impl Send for TargetHandle {}
+// SAFETY: as above.
+unsafe impl Sync for TargetHandle {}
+
+impl TargetHandle {
+    /// Raises a dm event on the target's table (`dm_table_event`).
+    pub(crate) fn event(&self) {
+        // SAFETY: the target and its table are alive (type invariant).
+        unsafe { bindings::dm_table_event((*self.ti).table) };
+    }
+
+    /// Whether the target's device is suspended (`dm_suspended`).
+    pub(crate) fn suspended(&self) -> bool {
+        // SAFETY: the target is alive (type invariant).
+        unsafe { bindings::dm_suspended(self.ti) != 0 }
+    }
+
+    /// Identity of the target.
+    pub(crate) fn key(&self) -> usize {
+        self.ti as usize
+    }
+}
+
+/// A mapped device, used by a pool as its identity and for its name in
+/// log lines.
+///
+/// # Invariants
+///
+/// `md` is a live mapped device for as long as the holder uses it: a pool
+/// holds the `MdRef` of its own device, which cannot be removed while a
+/// pool table (or a thin, which holds the pool device open) exists, and
+/// the pool object dies with the last of those.
+#[derive(Clone, Copy)]
+pub(crate) struct MdRef {
+    md: *mut bindings::mapped_device,
+}
+
+// SAFETY: the name and identity of a live mapped device may be read from
+// any thread.
+unsafe impl Send for MdRef {}
+// SAFETY: as above.
+unsafe impl Sync for MdRef {}
+
+impl MdRef {
+    /// Identity key.
+    pub(crate) fn key(&self) -> usize {
+        self.md as usize
+    }
+
+    /// The device's name (`dm_device_name`).
+    pub(crate) fn name(&self) -> DeviceName {
+        // SAFETY: `md` is live (type invariant); its name is a NUL
+        // terminated string inside it, copied out here.
+        let name = unsafe { CStr::from_ptr(bindings::dm_device_name(self.md).cast()) };
+        let mut out = DeviceName {
+            buf: [0; 128],
+            len: 0,
+        };
+        let bytes = name.to_bytes();
+        let n = bytes.len().min(out.buf.len());
+        if let (Some(dst), Some(src)) = (out.buf.get_mut(..n), bytes.get(..n)) {
+            dst.copy_from_slice(src);
+            out.len = n;
+        }
+        out
+    }
+}
+
+/// A mapped device's name, copied (dm names are at most 127 bytes).
+pub(crate) struct DeviceName {
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl core::fmt::Display for DeviceName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let bytes = self.buf.get(..self.len).unwrap_or(&[]);
+        f.write_str(core::str::from_utf8(bytes).unwrap_or("?"))
+    }
 }
 
 /// The operations of a device-mapper target type.
@@ -117,6 +261,26 @@ pub(crate) trait Target: Sized + Send + Sync {
 
     /// Reports the devices the target maps to (`iterate_devices`).
     fn iterate_devices(&self, _callout: &mut Callout<'_>) -> c_int {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Before the device suspends (`presuspend`).
+    fn presuspend(&self, _ti: TargetHandle) {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// After the device suspended (`postsuspend`).
+    fn postsuspend(&self, _ti: TargetHandle) {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Before the device resumes; an error fails the resume (`preresume`).
+    fn preresume(&self, _ti: TargetHandle) -> Result {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// When the device resumes (`resume`).
+    fn resume(&self, _ti: TargetHandle) {
         kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 }
@@ -186,6 +350,26 @@ impl<T: Target> Registration<T> {
                 },
                 iterate_devices: if T::HAS_ITERATE_DEVICES {
                     Some(iterate_devices_tramp::<T>)
+                } else {
+                    None
+                },
+                presuspend: if T::HAS_PRESUSPEND {
+                    Some(presuspend_tramp::<T>)
+                } else {
+                    None
+                },
+                postsuspend: if T::HAS_POSTSUSPEND {
+                    Some(postsuspend_tramp::<T>)
+                } else {
+                    None
+                },
+                preresume: if T::HAS_PRERESUME {
+                    Some(preresume_tramp::<T>)
+                } else {
+                    None
+                },
+                resume: if T::HAS_RESUME {
+                    Some(resume_tramp::<T>)
                 } else {
                     None
                 },
@@ -356,4 +540,43 @@ unsafe extern "C" fn iterate_devices_tramp<T: Target>(
         _life: PhantomData,
     };
     target.iterate_devices(&mut callout)
+}
+
+/// # Safety
+///
+/// Called by dm core for a constructed target.
+unsafe extern "C" fn presuspend_tramp<T: Target>(ti: *mut bindings::dm_target) {
+    // SAFETY: the target is constructed and not yet destroyed.
+    let target = unsafe { target_of::<T>(ti) };
+    target.presuspend(TargetHandle { ti });
+}
+
+/// # Safety
+///
+/// Called by dm core for a constructed target.
+unsafe extern "C" fn postsuspend_tramp<T: Target>(ti: *mut bindings::dm_target) {
+    // SAFETY: the target is constructed and not yet destroyed.
+    let target = unsafe { target_of::<T>(ti) };
+    target.postsuspend(TargetHandle { ti });
+}
+
+/// # Safety
+///
+/// Called by dm core for a constructed target.
+unsafe extern "C" fn preresume_tramp<T: Target>(ti: *mut bindings::dm_target) -> c_int {
+    // SAFETY: the target is constructed and not yet destroyed.
+    let target = unsafe { target_of::<T>(ti) };
+    match target.preresume(TargetHandle { ti }) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// Called by dm core for a constructed target.
+unsafe extern "C" fn resume_tramp<T: Target>(ti: *mut bindings::dm_target) {
+    // SAFETY: the target is constructed and not yet destroyed.
+    let target = unsafe { target_of::<T>(ti) };
+    target.resume(TargetHandle { ti });
 }

@@ -978,4 +978,20 @@ impl BlockManager for MemBm {
     fn set_read_only(&self, read_only: bool) {
         self.read_only.set(read_only);
     }
+
+    /// Drops every unlocked block, dirty ones included (their pending
+    /// writes are lost, as with a block manager replaced on abort).
+    fn invalidate(&self) {
+        let mut cache = self.cache.borrow_mut();
+        let mut dropped = Vec::new();
+        for slot in cache.iter_mut() {
+            if slot.as_ref().is_some_and(|e| e.locks.get() == 0) {
+                if let Some(e) = slot.take() {
+                    dropped.push(e.block);
+                }
+                self.cached.set(self.cached.get() - 1);
+            }
+        }
+        self.dirty.borrow_mut().retain(|b| !dropped.contains(b));
+    }
 }

@@ -536,4 +536,12 @@ impl BlockManager for SyncBm {
     fn set_read_only(&self, read_only: bool) {
         self.read_only.store(read_only, Ordering::Relaxed);
     }
+
+    /// Drops every block no guard holds (dirty ones too).
+    fn invalidate(&self) {
+        self.cache
+            .lock()
+            .unwrap()
+            .retain(|_, e| Arc::strong_count(e) > 1);
+    }
 }

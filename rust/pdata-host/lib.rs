@@ -24,3 +24,7 @@ pub mod pdata;
 /// Table-line parsing of the two targets (pure, shared with the module).
 #[path = "../thin/table.rs"]
 pub mod table;
+
+/// `thin-pool` message parsing (pure, shared with the module).
+#[path = "../thin/message.rs"]
+pub mod message;

@@ -95,6 +95,14 @@ pub trait BlockManager {
 
     /// Switches read-only mode on or off.
     fn set_read_only(&self, read_only: bool);
+
+    /// Forgets every cached block no guard holds, so the next lock reads
+    /// the device (upstream replaces the whole block manager on abort).
+    /// Dirty blocks may be dropped without being written: it is only
+    /// called on abort, when no dirty block is reachable from the
+    /// committed state.  Without it an abort after a failed commit would
+    /// reread the uncommitted superblock from the cache.
+    fn invalidate(&self);
 }
 
 /// Checks that `b` is inside a device of `nr_blocks` blocks.
@@ -154,5 +162,9 @@ impl<T: BlockManager + ?Sized> BlockManager for &T {
 
     fn set_read_only(&self, read_only: bool) {
         (**self).set_read_only(read_only)
+    }
+
+    fn invalidate(&self) {
+        (**self).invalidate()
     }
 }

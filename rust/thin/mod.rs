@@ -1,10 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The two targets: `thin-pool` ([`pool_target`]) and `thin`
-//! ([`thin_target`]), plus the pure table-line parsing they share with the
-//! host tests ([`table`]).
+//! ([`thin_target`]), the pool object they share ([`pool`]) and the global
+//! table that finds it ([`registry`]), plus the pure parsing of table
+//! lines ([`table`]) and pool messages ([`message`]) shared with the host
+//! tests.
 
+pub mod message;
+pub(crate) mod pool;
 pub(crate) mod pool_target;
+pub(crate) mod registry;
 pub mod table;
 pub(crate) mod thin_target;
 

@@ -1,50 +1,58 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The `thin-pool` target.
+//! The `thin-pool` target (upstream's `struct pool_c` and `pool_*`
+//! target operations).
 //!
 //! The constructor validates its table line exactly as upstream's
 //! `pool_ctr` does, in the same order (argument count, device strings,
 //! feature group, metadata device, data device, block size, low water
-//! mark, metadata open), with upstream's messages.  The metadata is opened
-//! as upstream's `pool_create` does — a blank metadata device is formatted,
-//! an existing one validated (superblock, data block size, feature flags,
-//! space maps) — and closed again.  The pool itself (worker,
-//! provisioning, messages) is not implemented yet: a valid line is then
-//! refused with "Pool is not implemented yet" and -EOPNOTSUPP, never a
-//! fake pool.
+//! mark), with upstream's messages, then finds the pool object of this
+//! mapped device or metadata device in the pool table, or creates it
+//! (opening the metadata, formatting a blank device unless `read_only`).
+//! The pool object outlives reloads of the table; the table binds its
+//! features to it at preresume.  The pool device itself is a linear view
+//! of the data device.
 
 use core::ffi::CStr;
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::alloc::KBox;
 use kernel::bindings;
 
 use kernel::prelude::*;
 
+use super::message::{self, Message};
+use super::pool::{Pool, PoolMode, THIN_METADATA_MAX_SECTORS};
+use super::registry::{self, PoolRef};
 use crate::dm::args::Args;
 use crate::dm::bio::{MapBio, Mapped};
-use crate::dm::bufio::BufioBm;
 use crate::dm::dev::{DmDev, Mode};
+use crate::dm::log::{self, Level};
 use crate::dm::status::StatusWriter;
-use crate::dm::target::{Callout, CtrError, StatusKind, Target, TargetCtx};
-use crate::pdata::block_manager::BLOCK_SECTORS;
+use crate::dm::target::{Callout, CtrError, StatusKind, Target, TargetCtx, TargetHandle};
 use crate::pdata::error::Error as PdError;
-use crate::pdata::thin::metadata::{OpenOptions, PoolMetadata};
 use crate::thin::table::{self, PoolFeatures, RequestedMode};
 
 /// Metadata devices larger than this many sectors get a warning: the
 /// metadata space map cannot use more (`THIN_METADATA_MAX_SECTORS_WARNING`).
 const THIN_METADATA_MAX_SECTORS_WARNING: u64 = 16 * (1024 * 1024 * 1024 >> 9);
-/// The most metadata sectors a pool uses (`THIN_METADATA_MAX_SECTORS`):
-/// 255 bitmaps of 16320 blocks of 8 sectors.
-const THIN_METADATA_MAX_SECTORS: u64 = 255 * ((1 << 14) - 64) * 8;
+
+/// `DM_STATUS_NOFLUSH_FLAG` (private `drivers/md/dm.h`).
+const DM_STATUS_NOFLUSH_FLAG: u32 = 1;
 
 /// A `thin-pool` table (upstream's `struct pool_c`).
 pub(crate) struct PoolTarget {
+    pool: PoolRef,
+    ti: TargetHandle,
     len: u64,
     metadata_dev: DmDev,
     data_dev: DmDev,
-    block_size: u32,
     low_water_blocks: u64,
     requested: PoolFeatures,
+    /// Requested features as adjusted for the devices (discard passdown
+    /// turned off when the data device cannot take it).
+    adjusted_passdown: AtomicBool,
+    /// Metadata low water mark in blocks (`calc_metadata_threshold`).
+    metadata_threshold: u64,
 }
 
 #[vtable]
@@ -74,21 +82,45 @@ impl Target for PoolTarget {
             .map_err(|e| CtrError::new(c"Error getting data device", e))?;
         let block_size = table::pool_block_size(bs_arg)?;
         let low_water_blocks = table::pool_low_water_mark(lwm_arg)?;
-        // Upstream `__pool_find` -> `pool_create` -> `dm_pool_metadata_open`:
-        // open the metadata, formatting a blank device unless read_only.
-        // No pool object ever exists yet, so the lookups by metadata device
-        // and mapped device find nothing.
-        open_metadata(&metadata_dev, block_size, features.mode)?;
-        let _pool = PoolTarget {
-            len: ti.len(),
-            metadata_dev,
-            data_dev,
-            block_size,
-            low_water_blocks,
-            requested: features,
-        };
-        let eopnotsupp = kernel::error::Error::from_errno(-(bindings::EOPNOTSUPP as i32));
-        Err(CtrError::new(c"Pool is not implemented yet", eopnotsupp))
+        let md = ti.md();
+        let (pool, created) =
+            registry::find_or_create(md.key(), metadata_dev.dev_t(), data_dev.dev_t(), || {
+                Pool::create(
+                    md,
+                    metadata_dev.dev_t(),
+                    data_dev.dev_t(),
+                    block_size,
+                    features.mode == RequestedMode::ReadOnly,
+                )
+                .map_err(|e| (e.msg, e.err))
+            })
+            .map_err(|(msg, err)| CtrError::new(msg, err))?;
+        if !created && features.discard_enabled != pool.discard_enabled() {
+            return Err(CtrError::new(
+                c"Discard support cannot be disabled once enabled",
+                EINVAL,
+            ));
+        }
+        ti.set_flush_bios(1, false);
+        if features.discard_enabled && features.discard_passdown {
+            ti.set_discards(1, true, true);
+        }
+        let metadata_threshold = calc_metadata_threshold(&metadata_dev);
+        Ok(KBox::new(
+            PoolTarget {
+                pool,
+                ti: ti.handle(),
+                len: ti.len(),
+                metadata_dev,
+                data_dev,
+                low_water_blocks,
+                requested: features,
+                adjusted_passdown: AtomicBool::new(features.discard_passdown),
+                metadata_threshold,
+            },
+            GFP_KERNEL,
+        )
+        .map_err(|_| CtrError::new(c"Error allocating pool context", ENOMEM))?)
     }
 
     /// Upstream's `pool_map`: the pool device is a linear view of the data
@@ -97,22 +129,102 @@ impl Target for PoolTarget {
         bio.remap(&self.data_dev)
     }
 
-    /// Upstream's `pool_status`.  Table output reflects the requested
-    /// features, in upstream's order.  Info output needs the metadata,
-    /// which is not implemented yet: it reports `Error`, as upstream does
-    /// when a metadata query fails.
-    fn status(&self, kind: StatusKind, _flags: u32, out: &mut StatusWriter<'_>) {
-        use core::fmt::Write;
+    /// Upstream's `pool_status`.
+    fn status(&self, kind: StatusKind, flags: u32, out: &mut StatusWriter<'_>) {
         let _ = match kind {
-            StatusKind::Info => out.write_str("Error"),
+            StatusKind::Info => self.write_info(flags, out),
             StatusKind::Table => self.write_table(out),
             StatusKind::Ima => Ok(()),
         };
     }
 
+    /// Upstream's `pool_message`.
+    fn message(&self, args: &Args<'_>, _out: &mut StatusWriter<'_>) -> Result {
+        let pool = &*self.pool;
+        if pool.mode() >= PoolMode::OutOfMetadataSpace {
+            log::print(
+                Level::Err,
+                c"thin",
+                format_args!(
+                    "{}: unable to service pool target messages in READ_ONLY or FAIL mode",
+                    pool.name()
+                ),
+            );
+            return Err(super::pool::eopnotsupp());
+        }
+        let argv = args.bytes();
+        let msg = match message::parse(argv) {
+            Ok(m) => m,
+            Err(e) => {
+                dm_warn!("{}", e.warning);
+                return Err(kernel::error::Error::from_errno(-e.errno));
+            }
+        };
+        let mut meta = pool.meta.write();
+        let r = match msg {
+            Message::CreateThin { id } => meta.pmd.create_thin(id),
+            Message::CreateSnap { id, origin } => meta.pmd.create_snap(id, origin),
+            Message::Delete { id } => meta.pmd.delete_thin(id),
+            Message::SetTransactionId { current, new } => meta.pmd.set_transaction_id(current, new),
+            Message::ReserveMetadataSnap => {
+                let _ = pool.commit(&mut meta);
+                meta.pmd.reserve_metadata_snap()
+            }
+            Message::ReleaseMetadataSnap => meta.pmd.release_metadata_snap(),
+        };
+        match r {
+            Ok(()) => {
+                let _ = pool.commit(&mut meta);
+                Ok(())
+            }
+            Err(e) => {
+                dm_warn!("{}", message::failure_warning(argv, &msg));
+                Err(kernel::error::Error::from_errno(-e.errno()))
+            }
+        }
+    }
+
     /// Upstream's `pool_iterate_devices`: the whole data device range.
     fn iterate_devices(&self, callout: &mut Callout<'_>) -> i32 {
         callout.call(&self.data_dev, 0, self.len)
+    }
+
+    /// Upstream's `pool_presuspend`.
+    fn presuspend(&self, _ti: TargetHandle) {
+        self.pool.presuspend();
+    }
+
+    /// Upstream's `pool_postsuspend`.
+    fn postsuspend(&self, _ti: TargetHandle) {
+        self.pool.postsuspend();
+    }
+
+    /// Upstream's `pool_preresume`: bind this table, grow the data space.
+    fn preresume(&self, ti: TargetHandle) -> Result {
+        let mut features = self.requested;
+        if features.discard_enabled {
+            features.discard_passdown = self.adjusted_passdown.load(Ordering::Acquire);
+        }
+        self.pool.preresume(
+            ti,
+            &features,
+            &self.requested,
+            self.low_water_blocks,
+            self.len,
+        )
+    }
+
+    /// Upstream's `pool_resume`.
+    fn resume(&self, _ti: TargetHandle) {
+        self.pool.resume();
+    }
+}
+
+impl Drop for PoolTarget {
+    /// Upstream's `pool_dtr`: unbind, then drop the pool reference (the
+    /// last one destroys the pool).
+    fn drop(&mut self) {
+        self.pool.unbind(self.ti);
     }
 }
 
@@ -124,7 +236,7 @@ impl PoolTarget {
             "{} {} {} {} ",
             self.metadata_dev.name(),
             self.data_dev.name(),
-            self.block_size,
+            self.pool.block_size,
             self.low_water_blocks
         )?;
         write!(out, "{} ", self.requested.words().count())?;
@@ -133,39 +245,95 @@ impl PoolTarget {
         }
         Ok(())
     }
+
+    fn write_info(&self, flags: u32, out: &mut StatusWriter<'_>) -> core::fmt::Result {
+        use core::fmt::Write;
+        let pool = &*self.pool;
+        if pool.mode() == PoolMode::Fail {
+            return out.write_str("Fail");
+        }
+        let mut meta = pool.meta.write();
+        if flags & DM_STATUS_NOFLUSH_FLAG == 0 && !self.ti.suspended() {
+            let _ = pool.commit(&mut meta);
+        }
+        let q = (|| -> Result<_, (&'static str, PdError)> {
+            let trans = meta
+                .pmd
+                .transaction_id()
+                .map_err(|e| ("dm_pool_get_metadata_transaction_id", e))?;
+            let free_meta = meta
+                .pmd
+                .free_metadata_blocks()
+                .map_err(|e| ("dm_pool_get_free_metadata_block_count", e))?;
+            let total_meta = meta
+                .pmd
+                .metadata_dev_size()
+                .map_err(|e| ("dm_pool_get_metadata_dev_size", e))?;
+            let free_data = meta
+                .pmd
+                .free_data_blocks()
+                .map_err(|e| ("dm_pool_get_free_block_count", e))?;
+            let total_data = meta
+                .pmd
+                .data_dev_size()
+                .map_err(|e| ("dm_pool_get_data_dev_size", e))?;
+            let held = meta
+                .pmd
+                .metadata_snap()
+                .map_err(|e| ("dm_pool_get_metadata_snap", e))?;
+            Ok((trans, free_meta, total_meta, free_data, total_data, held))
+        })();
+        let needs_check = meta.pmd.needs_check();
+        drop(meta);
+        let (trans, free_meta, total_meta, free_data, total_data, held) = match q {
+            Ok(v) => v,
+            Err((what, e)) => {
+                log::print(
+                    Level::Err,
+                    c"thin",
+                    format_args!("{}: {} returned {}", pool.name(), what, -e.errno()),
+                );
+                return out.write_str("Error");
+            }
+        };
+        write!(
+            out,
+            "{} {}/{} {}/{} ",
+            trans,
+            total_meta.saturating_sub(free_meta),
+            total_meta,
+            total_data.saturating_sub(free_data),
+            total_data
+        )?;
+        if held != 0 {
+            write!(out, "{held} ")?;
+        } else {
+            out.write_str("- ")?;
+        }
+        write!(out, "{} ", pool.mode().status_word())?;
+        let f = pool.bound_features();
+        out.write_str(if !f.discard_enabled {
+            "ignore_discard "
+        } else if f.discard_passdown {
+            "discard_passdown "
+        } else {
+            "no_discard_passdown "
+        })?;
+        out.write_str(if f.error_if_no_space {
+            "error_if_no_space "
+        } else {
+            "queue_if_no_space "
+        })?;
+        out.write_str(if needs_check { "needs_check " } else { "- " })?;
+        write!(out, "{} ", self.metadata_threshold)
+    }
 }
 
-/// Opens the pool metadata as upstream's `dm_pool_metadata_open` does
-/// (format a blank device unless the pool is read-only; validate the
-/// superblock, data block size and feature flags; open both space maps),
-/// then closes it again, committing a fresh format.  Failures are
-/// upstream's "Error creating metadata object" with the metadata error's
-/// errno.
-fn open_metadata(dev: &DmDev, block_size: u32, mode: RequestedMode) -> Result<(), CtrError> {
-    let fail = |e: PdError| {
-        CtrError::new(
-            c"Error creating metadata object",
-            kernel::error::Error::from_errno(-e.errno()),
-        )
-    };
-    let nr_blocks = dev.nr_sectors().min(THIN_METADATA_MAX_SECTORS) / u64::from(BLOCK_SECTORS);
-    let bm = BufioBm::new(dev, nr_blocks).map_err(|e| {
-        // Upstream's DMERR from dm-thin-metadata.c ("thin metadata" prefix).
-        crate::dm::log::print(
-            crate::dm::log::Level::Err,
-            c"thin metadata",
-            format_args!("could not create block manager"),
-        );
-        fail(e)
-    })?;
-    let opts = OpenOptions {
-        data_block_size: block_size,
-        format: mode == RequestedMode::Write,
-        read_only: dev.read_only(),
-    };
-    let pmd = PoolMetadata::open(bm, opts).map_err(fail)?;
-    pmd.close().map_err(|(_, e)| fail(e))?;
-    Ok(())
+/// Upstream's `calc_metadata_threshold`: a quarter of the (capped)
+/// metadata device in blocks, at most 1024.
+fn calc_metadata_threshold(dev: &DmDev) -> u64 {
+    let blocks = dev.nr_sectors().min(THIN_METADATA_MAX_SECTORS) / 8;
+    (blocks / 4).min(1024)
 }
 
 /// Upstream's `warn_if_metadata_device_too_big`.

@@ -1,28 +1,38 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The `thin` target.
+//! The `thin` target (upstream's `struct thin_c` and `thin_*` target
+//! operations).
 //!
 //! The constructor validates its table line exactly as upstream's
 //! `thin_ctr` does, in the same order (argument count, origin string,
-//! origin device, pool device, device id, pool mapped device, pool object),
-//! with upstream's messages.  No pool object exists until the pool logic
-//! lands, so every line that gets that far is refused with upstream's
-//! "Couldn't find pool object".
+//! origin device, pool device, device id, pool mapped device, pool object,
+//! pool mode, thin device, pool suspended), with upstream's messages.
+//!
+//! `map` never waits: it remaps a bio to a mapped, unshared data block
+//! found in the current transaction with a try-read of the metadata and
+//! cache-only block reads, completes reads of unprovisioned blocks with
+//! zeros, and defers everything else to the pool's worker (see
+//! [`pool`](super::pool)).  External origins are not supported yet: a
+//! table naming one is refused.
 
 use core::ffi::CStr;
 use kernel::alloc::KBox;
 
 use kernel::prelude::*;
 
+use super::pool::{PoolMode, ThinBio, THIN_BIO_SIZE};
+use super::registry::{self, PoolRef};
 use crate::dm::args::Args;
-use crate::dm::bio::{MapBio, Mapped};
+use crate::dm::bio::{BioInfo, MapBio, Mapped, Op};
 use crate::dm::dev::{DmDev, MappedDevice, Mode};
 use crate::dm::status::StatusWriter;
-use crate::dm::target::{CtrError, StatusKind, Target, TargetCtx};
+use crate::dm::target::{Callout, CtrError, StatusKind, Target, TargetCtx};
+use crate::pdata::error::Error as PdError;
 use crate::thin::table;
 
 /// A `thin` table (upstream's `struct thin_c`).
 pub(crate) struct ThinTarget {
+    pool: PoolRef,
     pool_dev: DmDev,
     origin_dev: Option<DmDev>,
     dev_id: u64,
@@ -50,30 +60,104 @@ impl Target for ThinTarget {
         let pool_dev = DmDev::get(ti, pool_path, Mode::Table)
             .map_err(|e| CtrError::new(c"Error opening pool device", e))?;
         let dev_id = table::thin_dev_id(id_arg)?;
-        let Some(_pool_md) = MappedDevice::get(pool_dev.dev_t()) else {
+        let Some(pool_md) = MappedDevice::get(pool_dev.dev_t()) else {
             return Err(CtrError::new(c"Couldn't get pool mapped device", EINVAL));
         };
-        let _thin = ThinTarget {
+        let Some(pool) = registry::find_by_md(pool_md.key()) else {
+            return Err(CtrError::new(c"Couldn't find pool object", EINVAL));
+        };
+        if pool.mode() == PoolMode::Fail {
+            return Err(CtrError::new(
+                c"Couldn't open thin device, Pool is in fail mode",
+                EINVAL,
+            ));
+        }
+        if let Err(e) = pool.open_thin(dev_id) {
+            return Err(CtrError::new(
+                c"Couldn't open thin internal device",
+                kernel::error::Error::from_errno(-e.errno()),
+            ));
+        }
+        // From here on the thin device is open: `ThinTarget`'s drop closes
+        // it if a later step fails.
+        let thin = ThinTarget {
+            pool,
             pool_dev,
             origin_dev,
             dev_id,
         };
-        // No pool objects exist yet (the pool constructor refuses every
-        // table), so the lookup in the pool table always fails.
-        Err(CtrError::new(c"Couldn't find pool object", EINVAL))
+        ti.set_max_io_len(thin.pool.block_size)
+            .map_err(|e| CtrError::new(c"Invalid max_io_len", e))?;
+        ti.set_flush_bios(1, true);
+        ti.set_per_io_data_size(THIN_BIO_SIZE);
+        if thin.origin_dev.is_some() {
+            return Err(CtrError::new(
+                c"External origin devices are not supported yet",
+                super::pool::eopnotsupp(),
+            ));
+        }
+        if thin.pool.is_suspended() {
+            return Err(CtrError::new(
+                c"Unable to activate thin device while pool is suspended",
+                EINVAL,
+            ));
+        }
+        KBox::new(thin, GFP_KERNEL)
+            .map_err(|_| CtrError::new(c"Cannot allocate thin context", ENOMEM))
     }
 
-    fn map<'a>(&self, bio: MapBio<'a>) -> Mapped<'a> {
-        bio.kill()
+    /// Upstream's `thin_bio_map`, without ever waiting.
+    fn map<'a>(&self, mut bio: MapBio<'a>) -> Mapped<'a> {
+        let pool = &*self.pool;
+        if pool.mode() == PoolMode::Fail {
+            return bio.kill();
+        }
+        // SAFETY: this target's `per_io_data_size` is `THIN_BIO_SIZE`.
+        unsafe {
+            bio.set_per_bio(ThinBio {
+                dev_id: self.dev_id,
+            })
+        };
+        let op = bio.op();
+        if bio.is_flush_or_fua() || !matches!(op, Op::Read | Op::Write) {
+            let (bio, mapped) = bio.defer();
+            pool.defer(bio);
+            return mapped;
+        }
+        let (vblock, offset) = pool.block_of(bio.sector());
+        let found = match pool.meta.try_read() {
+            Some(meta) => match meta.thin(self.dev_id) {
+                Some(td) => meta.pmd.try_lookup(td, vblock),
+                None => Err(PdError::Invalid),
+            },
+            None => Err(PdError::WouldBlock),
+        };
+        match found {
+            Ok(l) if !l.shared || op == Op::Read => {
+                bio.remap_to(&pool.data, pool.data_sector(l.block, offset))
+            }
+            Err(PdError::NotFound) if op == Op::Read => {
+                let (bio, mapped) = bio.defer();
+                bio.zero_fill_and_end();
+                mapped
+            }
+            _ => {
+                let (bio, mapped) = bio.defer();
+                pool.defer(bio);
+                mapped
+            }
+        }
     }
 
-    /// Upstream's `thin_status`.  Info output needs the metadata, which is
-    /// not implemented yet: it reports `Error`, as upstream does when a
-    /// metadata query fails.
+    /// Upstream's `thin_status`.
     fn status(&self, kind: StatusKind, _flags: u32, out: &mut StatusWriter<'_>) {
         use core::fmt::Write;
+        if self.pool.mode() == PoolMode::Fail {
+            let _ = out.write_str("Fail");
+            return;
+        }
         let _ = match kind {
-            StatusKind::Info => out.write_str("Error"),
+            StatusKind::Info => self.write_info(out),
             StatusKind::Table => {
                 let r = write!(out, "{} {}", self.pool_dev.name(), self.dev_id);
                 match &self.origin_dev {
@@ -83,5 +167,67 @@ impl Target for ThinTarget {
             }
             StatusKind::Ima => Ok(()),
         };
+    }
+
+    /// Upstream's `thin_iterate_devices`: the pool device, as far as the
+    /// bound pool table reaches in whole blocks.
+    fn iterate_devices(&self, callout: &mut Callout<'_>) -> i32 {
+        let bs = u64::from(self.pool.block_size);
+        let blocks = self.pool.bound_len() / bs;
+        if blocks == 0 {
+            return 0;
+        }
+        callout.call(&self.pool_dev, 0, blocks.saturating_mul(bs))
+    }
+}
+
+impl ThinTarget {
+    fn write_info(&self, out: &mut StatusWriter<'_>) -> core::fmt::Result {
+        use core::fmt::Write;
+        let meta = self.pool.meta.read();
+        let Some(td) = meta.thin(self.dev_id) else {
+            return out.write_str("-");
+        };
+        let bs = u64::from(self.pool.block_size);
+        let mapped = match meta.pmd.mapped_count(td) {
+            Ok(m) => m,
+            Err(e) => {
+                crate::dm::log::print(
+                    crate::dm::log::Level::Err,
+                    c"thin",
+                    format_args!("dm_thin_get_mapped_count returned {}", -e.errno()),
+                );
+                return out.write_str("Error");
+            }
+        };
+        let highest = match meta.pmd.highest_mapped(td) {
+            Ok(h) => h,
+            Err(e) => {
+                crate::dm::log::print(
+                    crate::dm::log::Level::Err,
+                    c"thin",
+                    format_args!("dm_thin_get_highest_mapped_block returned {}", -e.errno()),
+                );
+                return out.write_str("Error");
+            }
+        };
+        drop(meta);
+        write!(out, "{} ", mapped.saturating_mul(bs))?;
+        match highest {
+            Some(h) => write!(
+                out,
+                "{}",
+                h.saturating_add(1).saturating_mul(bs).saturating_sub(1)
+            ),
+            None => out.write_str("-"),
+        }
+    }
+}
+
+impl Drop for ThinTarget {
+    /// Upstream's `thin_dtr`: close the thin device; dropping the pool
+    /// reference afterwards may destroy the pool.
+    fn drop(&mut self) {
+        self.pool.close_thin(self.dev_id);
     }
 }

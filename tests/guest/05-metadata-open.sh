@@ -5,7 +5,7 @@
 # - a blank metadata device with `read_only` is refused (-EPERM);
 # - metadata formatted by OUR kernel code passes thin_check, and upstream
 #   then runs a pool on it (thin created, data written, thin_check again);
-# - metadata formatted by upstream opens in ours (only "not implemented");
+# - metadata formatted by upstream opens in ours (a working pool);
 # - every superblock defect upstream checks is refused with upstream's
 #   kernel log lines and errno, compared line by line: bad checksum, wrong
 #   self location, wrong magic, unsupported incompat / compat_ro features,
@@ -55,7 +55,7 @@ echo "$ours" | grep -q 'Error creating metadata object (-EPERM)' || fail "blank 
 # 2. Ours formats; thin_check; upstream runs a pool on it.
 zero_dev "$META" 16
 out=$(try ours 128 0)
-echo "$out" | grep -q 'Pool is not implemented yet (-EOPNOTSUPP)' || fail "ours on blank: $out"
+[ -z "$out" ] || fail "ours on blank: $out"
 assert "thin_check of metadata formatted by ours" thin_check_dev "$META"
 thin_dump "$META" | grep -q 'data_block_size="128"' || fail "thin_dump of our format"
 unload_thin; assert "load upstream" load_upstream
@@ -69,8 +69,7 @@ assert "teardown + thin_check" pool_teardown up-pool "$META"
 # 3. The base image for the defects: formatted by upstream, one thin.
 dd if="$META" of="$IMG" bs=1M status=none
 out=$(try ours 128 0)
-[ "$out" = "device-mapper: table: MAJ:MIN: thin-pool: Pool is not implemented yet (-EOPNOTSUPP)" ] \
-    || fail "upstream-formatted metadata in ours: $out"
+[ -z "$out" ] || fail "upstream-formatted metadata in ours: $out"
 
 # 4. Defects (offsets: thin_disk_superblock).
 compare "bad checksum" "printf '\x55' | dd of=$META bs=1 seek=100 conv=notrunc status=none" 128 0
@@ -79,15 +78,14 @@ compare "wrong magic" "$POKE $META 32 8 27022011" 128 0
 compare "incompat flag" "$POKE $META 360 4 1" 128 0
 compare "compat_ro flag" "$POKE $META 356 4 2" 128 0
 compare "data block size" ":" 256 0
-# 5. Ignored fields: both open (upstream succeeds, ours reaches "not implemented").
+# 5. Ignored fields: both open.
 for f in "40 4 7" "16 8 0x1234" "340 4 16" "344 8 99" "352 4 0xff"; do
     dd if="$IMG" of="$META" bs=1M conv=notrunc status=none; $POKE $META $f
     a=$(try upstream 128 0)
     [ -z "$a" ] || fail "upstream refused ignored field $f: $a"
     dd if="$IMG" of="$META" bs=1M conv=notrunc status=none; $POKE $META $f
     b=$(try ours 128 0)
-    [ "$b" = "device-mapper: table: MAJ:MIN: thin-pool: Pool is not implemented yet (-EOPNOTSUPP)" ] \
-        || fail "ours on ignored field $f: $b"
+    [ -z "$b" ] || fail "ours on ignored field $f: $b"
 done
 cleanup_all
 unload_thin

@@ -82,9 +82,22 @@ pub struct Roots {
 /// commit (before the commit call returns), and after an abort.  `None`
 /// means there are no usable committed roots until the next call (a
 /// commit or an abort failed).
+///
+/// It also runs the pre-commit step (upstream's `pre_commit_fn`): every
+/// commit that writes anything, including the ones inside
+/// `reserve_metadata_snap` and `close`, first calls
+/// [`CommitHook::pre_commit`], and fails without touching the metadata if
+/// that fails.  The kernel pool flushes the data device there, so no
+/// mapping is ever durable before the data it points to.
 pub trait CommitHook {
     /// Publishes `roots` (or withdraws them with `None`).
     fn publish(&self, roots: Option<Roots>);
+
+    /// Runs before a commit writes anything (upstream: flush the data
+    /// device).  An error aborts the commit with that error.
+    fn pre_commit(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// No publication.
@@ -95,6 +108,10 @@ impl CommitHook for () {
 impl<T: CommitHook + ?Sized> CommitHook for &T {
     fn publish(&self, roots: Option<Roots>) {
         (**self).publish(roots)
+    }
+
+    fn pre_commit(&self) -> Result<()> {
+        (**self).pre_commit()
     }
 }
 

@@ -58,9 +58,9 @@
 //! - a snapshot that would push the time past 2^24 - 1 (which cannot be
 //!   stored in a mapping) is refused with [`Error::Invalid`], and so is a
 //!   mapping to a data block >= 2^40;
-//! - the abort does not reset the block manager cache (the trait has no
-//!   such call): nothing reachable from the committed superblock is ever
-//!   modified in the cache except block 0, which is re-read.
+//! - the abort invalidates the block manager's cache instead of creating
+//!   a new block manager: the superblock and everything else are reread
+//!   from the device.
 
 use super::block_time::{pack_block_time, unpack_block_time, MAX_TIME};
 use super::committed::{CommitHook, Roots};
@@ -441,14 +441,15 @@ impl<B: BlockManager, H: CommitHook> PoolMetadata<B, H> {
         Ok(())
     }
 
-    /// `__commit_transaction`; the caller has flushed the data device.
-    /// Publishes the new committed roots through the hook, or withdraws
-    /// them if the commit failed (the committed state is then unknown
-    /// until an abort).
+    /// `__commit_transaction`: runs the hook's pre-commit step (the data
+    /// device flush) first, then writes.  Publishes the new committed
+    /// roots through the hook, or withdraws them if the commit failed (the
+    /// committed state is then unknown until an abort).
     fn commit_transaction(&mut self) -> Result<()> {
         if !self.in_service {
             return Ok(());
         }
+        self.hook.pre_commit()?;
         match self.write_commit() {
             Ok(()) => {
                 self.committed = Roots {
@@ -492,9 +493,9 @@ impl<B: BlockManager, H: CommitHook> PoolMetadata<B, H> {
     }
 
     /// Commits the current transaction (upstream `dm_pool_commit_metadata`).
-    /// The caller must have flushed the data device first (upstream's
-    /// pre-commit callback).  Does nothing, successfully, until the pool
-    /// is in service.
+    /// The hook's pre-commit step (upstream's pre-commit callback: flush
+    /// the data device) runs first.  Does nothing, successfully, until the
+    /// pool is in service.
     pub fn commit(&mut self) -> Result<()> {
         self.check_ok()?;
         self.commit_transaction()?;
@@ -512,6 +513,9 @@ impl<B: BlockManager, H: CommitHook> PoolMetadata<B, H> {
             d.aborted_with_changes = d.changed;
         }
         self.pd = None;
+        // Reopen from the device, not from cached (possibly uncommitted)
+        // copies, as upstream's fresh block manager does.
+        self.bm.invalidate();
         let r = self
             .open_or_format(false)
             .and_then(|()| self.begin_transaction())
@@ -793,6 +797,7 @@ impl<B: BlockManager, H: CommitHook> PoolMetadata<B, H> {
     pub fn set_transaction_id(&mut self, current: u64, new: u64) -> Result<()> {
         self.write_op()?;
         if self.trans_id != current {
+            crate::env::log_error(LOG_PREFIX, format_args!("mismatched transaction id"));
             return Err(Error::Invalid);
         }
         self.trans_id = new;

@@ -1,0 +1,244 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * C glue linked into dm_thin_rs.ko: the few kernel facilities the module
+ * needs that are inline functions or macros (no Rust binding exists for
+ * them) or that must be statically initialised with a lock class.  Each
+ * object here is allocated and initialised in C, in its final place, and
+ * handed to Rust as an opaque pointer; the safe wrappers are in
+ * rust/dm/{worker,sync,bio}.rs.  Keeping this glue in the module (not in
+ * the kernel's rust/helpers) means adding to it rebuilds the module in
+ * seconds instead of the kernel.
+ *
+ * - worker: an ordered WQ_MEM_RECLAIM workqueue with one work item and one
+ *   delayed "waker" that re-arms itself every period;
+ * - bio queue: a bio_list behind an IRQ-safe spinlock (bios are queued
+ *   from map and from completion context);
+ * - rwsem: a reader/writer semaphore with try-lock for readers;
+ * - the global pool table lock (a statically initialised mutex).
+ */
+
+#include <linux/bio.h>
+#include <linux/jiffies.h>
+#include <linux/mutex.h>
+#include <linux/rwsem.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/workqueue.h>
+
+/* ------------------------------------------------------------------ */
+/* Worker */
+
+struct dmthin_worker {
+	struct workqueue_struct *wq;
+	struct work_struct work;
+	struct delayed_work waker;
+	unsigned long period;
+	bool waker_armed;
+	void (*run)(void *data);
+	void (*tick)(void *data);
+	void *data;
+};
+
+static void dmthin_worker_fn(struct work_struct *ws)
+{
+	struct dmthin_worker *w = container_of(ws, struct dmthin_worker, work);
+
+	w->run(w->data);
+}
+
+static void dmthin_waker_fn(struct work_struct *ws)
+{
+	struct dmthin_worker *w =
+		container_of(to_delayed_work(ws), struct dmthin_worker, waker);
+
+	w->tick(w->data);
+	queue_work(w->wq, &w->work);
+	queue_delayed_work(w->wq, &w->waker, w->period);
+}
+
+struct dmthin_worker *dmthin_worker_create(const char *name,
+					   unsigned int period_ms,
+					   void (*run)(void *),
+					   void (*tick)(void *))
+{
+	struct dmthin_worker *w = kzalloc(sizeof(*w), GFP_KERNEL);
+
+	if (!w)
+		return NULL;
+	w->wq = alloc_ordered_workqueue("%s", WQ_MEM_RECLAIM, name);
+	if (!w->wq) {
+		kfree(w);
+		return NULL;
+	}
+	INIT_WORK(&w->work, dmthin_worker_fn);
+	INIT_DELAYED_WORK(&w->waker, dmthin_waker_fn);
+	w->period = msecs_to_jiffies(period_ms);
+	w->run = run;
+	w->tick = tick;
+	return w;
+}
+
+/* Sets the callbacks' argument; called once, before anything is queued. */
+void dmthin_worker_set_data(struct dmthin_worker *w, void *data)
+{
+	w->data = data;
+}
+
+void dmthin_worker_kick(struct dmthin_worker *w)
+{
+	queue_work(w->wq, &w->work);
+}
+
+/* Starts the periodic waker (first tick one period from now). */
+void dmthin_worker_start_waker(struct dmthin_worker *w)
+{
+	queue_delayed_work(w->wq, &w->waker, w->period);
+}
+
+/* Stops the waker and waits for a running tick to finish. */
+void dmthin_worker_stop_waker(struct dmthin_worker *w)
+{
+	cancel_delayed_work_sync(&w->waker);
+}
+
+/* Waits until every queued run of the worker has finished. */
+void dmthin_worker_drain(struct dmthin_worker *w)
+{
+	flush_workqueue(w->wq);
+}
+
+void dmthin_worker_destroy(struct dmthin_worker *w)
+{
+	cancel_delayed_work_sync(&w->waker);
+	destroy_workqueue(w->wq);
+	kfree(w);
+}
+
+/* ------------------------------------------------------------------ */
+/* Bio queue */
+
+struct dmthin_bioq {
+	spinlock_t lock;
+	struct bio_list list;
+};
+
+struct dmthin_bioq *dmthin_bioq_create(void)
+{
+	struct dmthin_bioq *q = kzalloc(sizeof(*q), GFP_KERNEL);
+
+	if (!q)
+		return NULL;
+	spin_lock_init(&q->lock);
+	bio_list_init(&q->list);
+	return q;
+}
+
+void dmthin_bioq_destroy(struct dmthin_bioq *q)
+{
+	kfree(q);
+}
+
+void dmthin_bioq_push(struct dmthin_bioq *q, struct bio *bio)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&q->lock, flags);
+	bio_list_add(&q->list, bio);
+	spin_unlock_irqrestore(&q->lock, flags);
+}
+
+/* Takes every queued bio: a chain linked through bi_next, oldest first. */
+struct bio *dmthin_bioq_take(struct dmthin_bioq *q)
+{
+	unsigned long flags;
+	struct bio *head;
+
+	spin_lock_irqsave(&q->lock, flags);
+	head = bio_list_get(&q->list);
+	spin_unlock_irqrestore(&q->lock, flags);
+	return head;
+}
+
+bool dmthin_bioq_empty(struct dmthin_bioq *q)
+{
+	unsigned long flags;
+	bool empty;
+
+	spin_lock_irqsave(&q->lock, flags);
+	empty = bio_list_empty(&q->list);
+	spin_unlock_irqrestore(&q->lock, flags);
+	return empty;
+}
+
+/* ------------------------------------------------------------------ */
+/* Reader/writer semaphore */
+
+/*
+ * One lockdep class per role (enum LockClass in rust/dm/sync.rs), so that
+ * the documented nesting of a pool's different semaphores is not reported
+ * as recursion.
+ */
+#define DMTHIN_RWSEM_CLASSES 8
+static struct lock_class_key dmthin_rwsem_keys[DMTHIN_RWSEM_CLASSES];
+static const char *const dmthin_rwsem_names[DMTHIN_RWSEM_CLASSES] = {
+	"dm_thin_rs:worker_state", "dm_thin_rs:metadata", "dm_thin_rs:bound",
+	"dm_thin_rs:zero_done", "dm_thin_rs:class4", "dm_thin_rs:class5",
+	"dm_thin_rs:class6", "dm_thin_rs:class7",
+};
+
+struct rw_semaphore *dmthin_rwsem_create(unsigned int class)
+{
+	struct rw_semaphore *s;
+
+	if (class >= DMTHIN_RWSEM_CLASSES)
+		return NULL;
+	s = kzalloc(sizeof(*s), GFP_KERNEL);
+	if (s)
+		__init_rwsem(s, dmthin_rwsem_names[class], &dmthin_rwsem_keys[class]);
+	return s;
+}
+
+void dmthin_rwsem_destroy(struct rw_semaphore *s)
+{
+	kfree(s);
+}
+
+void dmthin_down_read(struct rw_semaphore *s)
+{
+	down_read(s);
+}
+
+int dmthin_down_read_trylock(struct rw_semaphore *s)
+{
+	return down_read_trylock(s);
+}
+
+void dmthin_up_read(struct rw_semaphore *s)
+{
+	up_read(s);
+}
+
+void dmthin_down_write(struct rw_semaphore *s)
+{
+	down_write(s);
+}
+
+void dmthin_up_write(struct rw_semaphore *s)
+{
+	up_write(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* The pool table lock (upstream's dm_thin_pool_table.mutex). */
+
+static DEFINE_MUTEX(dmthin_pool_table_mutex);
+
+void dmthin_pool_table_lock(void)
+{
+	mutex_lock(&dmthin_pool_table_mutex);
+}
+
+void dmthin_pool_table_unlock(void)
+{
+	mutex_unlock(&dmthin_pool_table_mutex);
+}

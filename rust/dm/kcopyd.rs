@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A dm-kcopyd client ([`Kcopyd`]) for zeroing data blocks
+//! (`dm_kcopyd_zero`).  A job's context is a boxed [`KcopydJob`] whose
+//! ownership passes to kcopyd with the request and comes back, exactly
+//! once, to [`KcopydJob::done`] in kcopyd's completion context (a
+//! workqueue: process context, must not wait for the pool's own I/O).
+
+use kernel::alloc::KBox;
+use kernel::bindings;
+use kernel::error::{from_err_ptr, Result};
+use kernel::ffi::{c_int, c_ulong, c_void};
+
+use super::bdev::Bdev;
+
+/// A kcopyd request's completion.
+pub(crate) trait KcopydJob: Send + Sized {
+    /// Called once when the request finished; `ok` is false on a read or
+    /// write error.
+    fn done(self: KBox<Self>, ok: bool);
+}
+
+/// A kcopyd client, destroyed on drop.
+///
+/// # Invariants
+///
+/// `kc` is a live client from `dm_kcopyd_client_create`.
+pub(crate) struct Kcopyd {
+    kc: *mut bindings::dm_kcopyd_client,
+}
+
+// SAFETY: kcopyd clients are thread safe.
+unsafe impl Send for Kcopyd {}
+// SAFETY: as above.
+unsafe impl Sync for Kcopyd {}
+
+unsafe extern "C" fn done_tramp<J: KcopydJob>(
+    read_err: c_int,
+    write_err: c_ulong,
+    context: *mut c_void,
+) {
+    // SAFETY: `context` is the box leaked in `zero`, given back exactly
+    // once by kcopyd.
+    let job = unsafe { KBox::from_raw(context.cast::<J>()) };
+    job.done(read_err == 0 && write_err == 0);
+}
+
+impl Kcopyd {
+    /// A new client (no throttling).
+    pub(crate) fn new() -> Result<Self> {
+        // SAFETY: a NULL throttle means "unthrottled".
+        let kc = unsafe { bindings::dm_kcopyd_client_create(core::ptr::null_mut()) };
+        let kc = from_err_ptr(kc)?;
+        // INVARIANT: created above.
+        Ok(Kcopyd { kc })
+    }
+
+    /// Zeroes `count` sectors of `dev` from `sector`; `job.done` runs when
+    /// it finished.
+    pub(crate) fn zero<J: KcopydJob>(&self, dev: &Bdev, sector: u64, count: u64, job: KBox<J>) {
+        let mut region = bindings::dm_io_region {
+            bdev: dev.as_ptr(),
+            sector,
+            count,
+        };
+        let ctx = KBox::into_raw(job).cast::<c_void>();
+        // SAFETY: the client is live; `region` is read during the call;
+        // `ctx` is reclaimed by `done_tramp::<J>`, which kcopyd calls once.
+        // The caller keeps `dev` open until `done` (the pool outlives its
+        // jobs: it drains kcopyd before closing its devices).
+        unsafe { bindings::dm_kcopyd_zero(self.kc, 1, &mut region, 0, Some(done_tramp::<J>), ctx) };
+    }
+}
+
+impl Drop for Kcopyd {
+    fn drop(&mut self) {
+        // SAFETY: the client is live; destroying waits for its jobs.
+        unsafe { bindings::dm_kcopyd_client_destroy(self.kc) };
+    }
+}

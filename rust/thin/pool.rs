@@ -1,0 +1,1181 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The pool object (upstream's `struct pool`): the metadata, the data
+//! device, the worker and the pool mode, shared by the pool table that
+//! created it, later reloads of that table, and every thin bound to it.
+//!
+//! # Ownership
+//!
+//! A [`Pool`] lives in an `Arc` registered in the global pool table
+//! ([`registry`](super::registry)); tables and thins hold it through a
+//! [`PoolRef`](super::registry::PoolRef), and the last `PoolRef` to go
+//! removes it from the table and drops it.  Only table constructors and
+//! destructors (process context, never the worker) hold `PoolRef`s, so the
+//! pool is never dropped from its own worker.  The pool opens its own
+//! references to the metadata and data devices ([`Bdev`]), so it does not
+//! depend on the `dm_dev`s of whichever table is loaded.
+//!
+//! # Locks, in the order they are taken
+//!
+//! 1. `ws` (worker state: in-flight provisions, bios waiting for a commit,
+//!    bios waiting for space): the worker, and `postsuspend` through the
+//!    worker's drain;
+//! 2. `meta` (the metadata and the open thin devices): written by the
+//!    worker, messages, table hooks; try-read in `map`;
+//! 3. `bound` (the bound pool target and its table's features);
+//! 4. `zero_done` (finished zeroing jobs), a leaf.
+//!
+//! The hot flags (mode, suspended, features the worker consults) are
+//! atomics.
+//!
+//! # Data path
+//!
+//! `map` (in [`thin_target`](super::thin_target)) remaps bios to mapped,
+//! unshared blocks itself, looking them up in the *current* transaction
+//! under a try-read of `meta` with cache-only metadata reads; it defers
+//! everything else (unmapped writes, flush/FUA bios, cache misses, lock
+//! contention) to the worker.  The worker provisions a block by
+//! allocating it, zeroing it with dm-kcopyd (unless `skip_block_zeroing`),
+//! and only then inserting the mapping and issuing the bios that waited
+//! for it; a second bio for a block being provisioned waits for the
+//! first.  Flush/FUA bios to a thin that changed in this transaction wait
+//! for a commit (data device flushed first by the metadata's pre-commit
+//! step).  A worker tick every second commits a changed pool.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+
+use kernel::alloc::{flags::GFP_NOIO, KBox};
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+use crate::dm::bdev::Bdev;
+use crate::dm::bio::{Bio, BioInfo, BioList, Op, Status};
+use crate::dm::bufio::BufioBm;
+use crate::dm::kcopyd::{Kcopyd, KcopydJob};
+use crate::dm::log::{self, Level};
+use crate::dm::sync::{LockClass, RwSem};
+use crate::dm::target::{MdRef, TargetHandle};
+use crate::dm::worker::{Worker, WorkerOps};
+use crate::env::Vec;
+use crate::pdata::block_manager::{BlockManager, BLOCK_SECTORS};
+use crate::pdata::error::{Error as PdError, Result as PdResult};
+use crate::pdata::thin::committed::{CommitHook, Roots};
+use crate::pdata::thin::metadata::{OpenOptions, PoolMetadata, ThinDevice};
+use crate::thin::table::{PoolFeatures, RequestedMode};
+
+/// The most metadata sectors a pool uses (`THIN_METADATA_MAX_SECTORS`):
+/// 255 bitmaps of 16320 blocks of 8 sectors.
+pub(crate) const THIN_METADATA_MAX_SECTORS: u64 = 255 * ((1 << 14) - 64) * 8;
+
+/// Commit period of the worker's waker (`COMMIT_PERIOD`), in ms.
+const COMMIT_PERIOD_MS: u32 = 1000;
+
+/// The pool's metadata with the data-device flush as its pre-commit step.
+pub(crate) type Pmd = PoolMetadata<BufioBm, DataFlush>;
+
+/// The metadata's commit hook: flushes the data device before every
+/// commit (upstream's `metadata_pre_commit_callback`), so no mapping is
+/// durable before the data it points to.
+pub(crate) struct DataFlush {
+    data: Arc<Bdev>,
+}
+
+impl CommitHook for DataFlush {
+    fn publish(&self, _roots: Option<Roots>) {}
+
+    fn pre_commit(&self) -> PdResult<()> {
+        self.data.flush().map_err(|_| PdError::Io)
+    }
+}
+
+/// Pool modes, in upstream's order (`enum pool_mode`): every mode from
+/// `OutOfMetadataSpace` on is read-only.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+#[repr(u8)]
+pub(crate) enum PoolMode {
+    /// Normal.
+    Write = 0,
+    /// No free data blocks: unserviceable bios queue or fail.
+    OutOfDataSpace = 1,
+    /// No free metadata blocks: read-only.
+    OutOfMetadataSpace = 2,
+    /// Read-only (requested, or after a metadata error).
+    ReadOnly = 3,
+    /// Metadata unusable: every bio fails.
+    Fail = 4,
+}
+
+impl PoolMode {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => PoolMode::Write,
+            1 => PoolMode::OutOfDataSpace,
+            2 => PoolMode::OutOfMetadataSpace,
+            3 => PoolMode::ReadOnly,
+            _ => PoolMode::Fail,
+        }
+    }
+
+    /// The status word (`pool_status`).
+    pub(crate) fn status_word(self) -> &'static str {
+        match self {
+            PoolMode::Write => "rw",
+            PoolMode::OutOfDataSpace => "out_of_data_space",
+            _ => "ro",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            PoolMode::Write => "write",
+            PoolMode::OutOfDataSpace => "out-of-data-space",
+            PoolMode::OutOfMetadataSpace | PoolMode::ReadOnly => "read-only",
+            PoolMode::Fail => "fail",
+        }
+    }
+}
+
+/// A thin device some thin table has open, with the number of thin
+/// tables that hold it (a table swap opens the same id twice).
+struct OpenThin {
+    td: ThinDevice,
+    users: u32,
+}
+
+/// The metadata and the open thin devices, behind `Pool::meta`.
+pub(crate) struct MetaState {
+    /// The metadata object.
+    pub(crate) pmd: Pmd,
+    thins: Vec<OpenThin>,
+}
+
+impl MetaState {
+    /// Maps `vblock` of thin device `dev_id` to `block` (upstream
+    /// `dm_thin_insert_block`).
+    fn insert(&mut self, dev_id: u64, vblock: u64, block: u64) -> PdResult<()> {
+        let MetaState { pmd, thins } = self;
+        match thins.iter().find(|t| t.td.id() == dev_id) {
+            Some(t) => pmd.insert(&t.td, vblock, block),
+            None => Err(PdError::NotFound),
+        }
+    }
+
+    /// The open handle of thin device `id`.
+    pub(crate) fn thin(&self, id: u64) -> Option<&ThinDevice> {
+        self.thins.iter().find(|t| t.td.id() == id).map(|t| &t.td)
+    }
+}
+
+/// The bound pool target (upstream `pool->ti` and the features bound from
+/// its table at preresume).
+struct Bound {
+    ti: Option<TargetHandle>,
+    /// Features of the bound table (discard words, no-space policy).
+    features: PoolFeatures,
+    /// The table's requested no-space policy (restored on entering write
+    /// mode).
+    requested_error_if_no_space: bool,
+    /// The bound table's length in sectors.
+    len: u64,
+}
+
+/// A block being provisioned: zeroing is in flight; bios for the same
+/// virtual block wait here until the mapping is inserted.
+struct Provision {
+    id: u64,
+    dev_id: u64,
+    vblock: u64,
+    data_block: u64,
+    waiters: BioList,
+}
+
+/// The worker's own state.
+struct WorkerState {
+    provisions: Vec<Provision>,
+    next_id: u64,
+    /// Bios waiting for the next commit.
+    flush_waiters: BioList,
+    /// Bios waiting for data space (out-of-data-space, queue mode).
+    retry: BioList,
+}
+
+/// The per-bio data of a thin bio: which thin device it is for.
+#[derive(Clone, Copy)]
+pub(crate) struct ThinBio {
+    /// The thin device id.
+    pub(crate) dev_id: u64,
+}
+
+/// Size of [`ThinBio`], the thin target's per-io data size.
+pub(crate) const THIN_BIO_SIZE: usize = core::mem::size_of::<ThinBio>();
+
+/// The pool object.  Field order matters for drop: the kcopyd client is
+/// destroyed first (it waits for every zeroing job, whose completion
+/// touches the pool and kicks the worker), then the worker (drains it).
+pub(crate) struct Pool {
+    kcopyd: Kcopyd,
+    worker: Worker<Pool>,
+    /// Identity: the pool's mapped device.
+    md: MdRef,
+    /// Identity: the metadata device number.
+    pub(crate) metadata_dev: u32,
+    /// The data device.
+    pub(crate) data: Arc<Bdev>,
+    /// Data block size in sectors.
+    pub(crate) block_size: u32,
+    block_shift: Option<u32>,
+    /// Metadata and open thins.
+    pub(crate) meta: RwSem<MetaState>,
+    ws: RwSem<WorkerState>,
+    bound: RwSem<Bound>,
+    zero_done: RwSem<Vec<(u64, bool)>>,
+    /// Zeroing jobs issued and not yet drained from `zero_done`.
+    zero_outstanding: AtomicU64,
+    /// Thin bios deferred from `map`.
+    pub(crate) deferred: crate::dm::bio::BioQueue,
+    mode: AtomicU8,
+    suspended: AtomicBool,
+    commit_due: AtomicBool,
+    requeue_retry: AtomicBool,
+    low_water_triggered: AtomicBool,
+    low_water_blocks: AtomicU64,
+    zero_new_blocks: AtomicBool,
+    error_if_no_space: AtomicBool,
+    /// Key of the pool target the pool was last bound to.
+    bound_key: AtomicU64,
+}
+
+/// Why a pool could not be created: the constructor's message and errno.
+pub(crate) struct CreateError {
+    pub(crate) msg: &'static core::ffi::CStr,
+    pub(crate) err: kernel::error::Error,
+}
+
+/// -EOPNOTSUPP (not among the kernel crate's named codes in 6.12).
+pub(crate) fn eopnotsupp() -> kernel::error::Error {
+    kernel::error::Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32))
+}
+
+fn pd_err(e: PdError) -> kernel::error::Error {
+    kernel::error::Error::from_errno(-e.errno())
+}
+
+impl Pool {
+    /// Upstream `pool_create`: opens the metadata (formatting a blank
+    /// device unless `read_only`), the data device, kcopyd and the worker.
+    pub(crate) fn create(
+        md: MdRef,
+        metadata_dev: u32,
+        data_dev: u32,
+        block_size: u32,
+        read_only: bool,
+    ) -> Result<Arc<Pool>, CreateError> {
+        let fail = |msg, err| CreateError { msg, err };
+        let meta_bdev = Bdev::open(metadata_dev)
+            .map_err(|e| fail(c"Error opening metadata block device", e))?;
+        let data = Bdev::open(data_dev).map_err(|e| fail(c"Error getting data device", e))?;
+        let data = Arc::new(data, GFP_KERNEL)
+            .map_err(|_| fail(c"Error allocating memory for pool", ENOMEM))?;
+        let meta_ro = meta_bdev.read_only();
+        let nr_blocks =
+            meta_bdev.nr_sectors().min(THIN_METADATA_MAX_SECTORS) / u64::from(BLOCK_SECTORS);
+        let bm = BufioBm::new(meta_bdev, nr_blocks).map_err(|e| {
+            log::print(
+                Level::Err,
+                c"thin metadata",
+                format_args!("could not create block manager"),
+            );
+            fail(c"Error creating metadata object", pd_err(e))
+        })?;
+        let opts = OpenOptions {
+            data_block_size: block_size,
+            format: !read_only,
+            read_only: meta_ro,
+        };
+        let hook = DataFlush { data: data.clone() };
+        let pmd = PoolMetadata::open_with_hook(bm, opts, hook)
+            .map_err(|e| fail(c"Error creating metadata object", pd_err(e)))?;
+        let kcopyd = Kcopyd::new().map_err(|e| fail(c"Error creating pool's kcopyd client", e))?;
+        let worker = Worker::new(c"dm-thin-rs", COMMIT_PERIOD_MS)
+            .map_err(|e| fail(c"Error creating pool's workqueue", e))?;
+        let alloc_fail = |_| fail(c"Error allocating memory for pool", ENOMEM);
+        let pool = Pool {
+            kcopyd,
+            worker,
+            md,
+            metadata_dev,
+            data,
+            block_size,
+            block_shift: block_size
+                .is_power_of_two()
+                .then(|| block_size.trailing_zeros()),
+            meta: RwSem::new(
+                MetaState {
+                    pmd,
+                    thins: Vec::new(),
+                },
+                LockClass::Metadata,
+            )
+            .map_err(alloc_fail)?,
+            ws: RwSem::new(
+                WorkerState {
+                    provisions: Vec::new(),
+                    next_id: 0,
+                    flush_waiters: BioList::new(),
+                    retry: BioList::new(),
+                },
+                LockClass::WorkerState,
+            )
+            .map_err(alloc_fail)?,
+            bound: RwSem::new(
+                Bound {
+                    ti: None,
+                    features: PoolFeatures::default(),
+                    requested_error_if_no_space: false,
+                    len: 0,
+                },
+                LockClass::Bound,
+            )
+            .map_err(alloc_fail)?,
+            zero_done: RwSem::new(Vec::new(), LockClass::ZeroDone).map_err(alloc_fail)?,
+            zero_outstanding: AtomicU64::new(0),
+            deferred: crate::dm::bio::BioQueue::new().map_err(alloc_fail)?,
+            mode: AtomicU8::new(PoolMode::Write as u8),
+            suspended: AtomicBool::new(true),
+            commit_due: AtomicBool::new(false),
+            requeue_retry: AtomicBool::new(false),
+            low_water_triggered: AtomicBool::new(false),
+            low_water_blocks: AtomicU64::new(0),
+            zero_new_blocks: AtomicBool::new(true),
+            error_if_no_space: AtomicBool::new(false),
+            bound_key: AtomicU64::new(0),
+        };
+        let pool = Arc::new(pool, GFP_KERNEL).map_err(|_| alloc_fail(ENOMEM))?;
+        let ptr: *const Pool = &*pool;
+        // SAFETY: the pool is in an `Arc`, so it does not move, and the
+        // worker is a field of the pool, dropped (and thereby drained and
+        // destroyed) before the pool's memory is freed.
+        unsafe { pool.worker.bind(ptr) };
+        Ok(pool)
+    }
+
+    /// Identity of the pool's mapped device.
+    pub(crate) fn md_key(&self) -> usize {
+        self.md.key()
+    }
+
+    /// The pool's device name, for log lines.
+    pub(crate) fn name(&self) -> crate::dm::target::DeviceName {
+        self.md.name()
+    }
+
+    /// The current mode.
+    pub(crate) fn mode(&self) -> PoolMode {
+        PoolMode::from_u8(self.mode.load(Ordering::Acquire))
+    }
+
+    /// Whether the pool is suspended (or never resumed).
+    pub(crate) fn is_suspended(&self) -> bool {
+        self.suspended.load(Ordering::Acquire)
+    }
+
+    /// Whether discards were enabled when the pool was created/bound.
+    pub(crate) fn discard_enabled(&self) -> bool {
+        self.bound.read().features.discard_enabled
+    }
+
+    /// The data block of `sector` and the offset in it.
+    pub(crate) fn block_of(&self, sector: u64) -> (u64, u64) {
+        match self.block_shift {
+            Some(s) => (sector >> s, sector & ((1u64 << s) - 1)),
+            None => {
+                let bs = u64::from(self.block_size);
+                (sector / bs, sector % bs)
+            }
+        }
+    }
+
+    /// The sector on the data device of `offset` in data block `block`.
+    pub(crate) fn data_sector(&self, block: u64, offset: u64) -> u64 {
+        block
+            .saturating_mul(u64::from(self.block_size))
+            .saturating_add(offset)
+    }
+
+    /// Length of the bound pool table in sectors (0 if unbound).
+    pub(crate) fn bound_len(&self) -> u64 {
+        self.bound.read().len
+    }
+
+    /// Hands a deferred thin bio to the worker.
+    pub(crate) fn defer(&self, bio: Bio) {
+        self.deferred.push(bio);
+        self.worker.kick();
+    }
+
+    //--------------------------------------------------------------------
+    // Thin devices.
+
+    /// Opens thin device `id` for a thin table (`dm_pool_open_thin_device`).
+    pub(crate) fn open_thin(&self, id: u64) -> Result<(), PdError> {
+        let mut meta = self.meta.write();
+        if let Some(t) = meta.thins.iter_mut().find(|t| t.td.id() == id) {
+            t.users = t.users.saturating_add(1);
+            return Ok(());
+        }
+        meta.thins.try_reserve(1)?;
+        let td = meta.pmd.open_thin(id)?;
+        meta.thins.try_push(OpenThin { td, users: 1 })
+    }
+
+    /// Closes thin device `id` for a thin table.
+    pub(crate) fn close_thin(&self, id: u64) {
+        let mut meta = self.meta.write();
+        let Some(i) = meta.thins.iter().position(|t| t.td.id() == id) else {
+            return;
+        };
+        let last = match meta.thins.get_mut(i) {
+            Some(t) => {
+                t.users = t.users.saturating_sub(1);
+                t.users == 0
+            }
+            None => false,
+        };
+        if last {
+            if let Some(t) = meta.thins.remove(i) {
+                meta.pmd.close_thin(t.td);
+            }
+        }
+    }
+
+    //--------------------------------------------------------------------
+    // Modes and failures.
+
+    fn event(&self) {
+        if let Some(ti) = self.bound.read().ti {
+            ti.event();
+        }
+    }
+
+    /// Upstream `set_pool_mode` (with `meta` write-locked).
+    fn set_mode(&self, meta: &mut MetaState, mut new: PoolMode) {
+        let old = self.mode();
+        if new == PoolMode::Write && meta.pmd.needs_check() {
+            log::print(
+                Level::Err,
+                c"thin",
+                format_args!(
+                    "{}: unable to switch pool to write mode until repaired.",
+                    self.name()
+                ),
+            );
+            new = if old != new { old } else { PoolMode::ReadOnly };
+        }
+        if old == PoolMode::Fail {
+            new = old;
+        }
+        match new {
+            PoolMode::Fail | PoolMode::OutOfMetadataSpace | PoolMode::ReadOnly => {
+                meta.pmd.set_read_only();
+            }
+            PoolMode::OutOfDataSpace => {}
+            PoolMode::Write => {
+                let requested = self.bound.read().requested_error_if_no_space;
+                self.error_if_no_space.store(requested, Ordering::Release);
+                meta.pmd.set_read_write();
+            }
+        }
+        self.mode.store(new as u8, Ordering::Release);
+        if new >= PoolMode::OutOfMetadataSpace {
+            self.requeue_retry.store(false, Ordering::Release);
+            // Bios waiting for space fail now (upstream
+            // `error_retry_list`); the worker does it on its next run.
+            self.worker.kick();
+        }
+        if old != new {
+            self.event();
+            let extra = match new {
+                PoolMode::OutOfDataSpace if self.error_if_no_space.load(Ordering::Acquire) => {
+                    " (error IO)"
+                }
+                PoolMode::OutOfDataSpace => " (queue IO)",
+                _ => "",
+            };
+            log::print(
+                Level::Info,
+                c"thin",
+                format_args!(
+                    "{}: switching pool to {}{} mode",
+                    self.name(),
+                    new.description(),
+                    extra
+                ),
+            );
+        }
+    }
+
+    /// Upstream `abort_transaction`.
+    fn abort_transaction(&self, meta: &mut MetaState) {
+        log::print(
+            Level::Err,
+            c"thin",
+            format_args!("{}: aborting current metadata transaction", self.name()),
+        );
+        if meta.pmd.abort().is_err() {
+            log::print(
+                Level::Err,
+                c"thin",
+                format_args!("{}: failed to abort metadata transaction", self.name()),
+            );
+            self.set_mode(meta, PoolMode::Fail);
+        }
+        if meta.pmd.set_needs_check().is_err() {
+            log::print(
+                Level::Err,
+                c"thin",
+                format_args!(
+                    "{}: failed to set 'needs_check' flag in metadata",
+                    self.name()
+                ),
+            );
+            self.set_mode(meta, PoolMode::Fail);
+        }
+    }
+
+    /// Upstream `metadata_operation_failed`.
+    fn metadata_operation_failed(&self, meta: &mut MetaState, op: &str, e: PdError) {
+        log::print(
+            Level::Err,
+            c"thin",
+            format_args!(
+                "{}: metadata operation '{}' failed: error = {}",
+                self.name(),
+                op,
+                -e.errno()
+            ),
+        );
+        self.abort_transaction(meta);
+        self.set_mode(meta, PoolMode::ReadOnly);
+    }
+
+    /// Upstream `commit`: refused in read-only and fail modes; a failure
+    /// aborts and goes read-only; success re-checks the space.
+    pub(crate) fn commit(&self, meta: &mut MetaState) -> Result<(), PdError> {
+        if self.mode() >= PoolMode::OutOfMetadataSpace {
+            return Err(PdError::Invalid);
+        }
+        if let Err(e) = meta.pmd.commit() {
+            self.metadata_operation_failed(meta, "dm_pool_commit_metadata", e);
+            return Err(e);
+        }
+        self.check_for_metadata_space(meta);
+        self.check_for_data_space(meta);
+        Ok(())
+    }
+
+    fn check_for_metadata_space(&self, meta: &mut MetaState) {
+        let reason = match meta.pmd.free_metadata_blocks() {
+            Err(_) => Some("Could not get free metadata blocks"),
+            Ok(0) => Some("No free metadata blocks"),
+            Ok(_) => None,
+        };
+        if let Some(reason) = reason {
+            if self.mode() < PoolMode::OutOfMetadataSpace {
+                log::print(Level::Err, c"thin", format_args!("{reason}"));
+                self.set_mode(meta, PoolMode::OutOfMetadataSpace);
+            }
+        }
+    }
+
+    fn check_for_data_space(&self, meta: &mut MetaState) {
+        if self.mode() != PoolMode::OutOfDataSpace {
+            return;
+        }
+        if let Ok(free) = meta.pmd.free_data_blocks() {
+            if free > 0 {
+                self.set_mode(meta, PoolMode::Write);
+                self.requeue_retry.store(true, Ordering::Release);
+                self.worker.kick();
+            }
+        }
+    }
+
+    fn check_low_water_mark(&self, free: u64) {
+        if free <= self.low_water_blocks.load(Ordering::Acquire)
+            && !self.low_water_triggered.swap(true, Ordering::AcqRel)
+        {
+            dm_warn!(
+                "{}: reached low water mark for data device: sending event.",
+                self.name()
+            );
+            self.event();
+        }
+    }
+
+    /// Upstream `alloc_data_block`.
+    fn alloc_data_block(&self, meta: &mut MetaState) -> Result<u64, PdError> {
+        if self.mode() != PoolMode::Write {
+            return Err(PdError::Invalid);
+        }
+        let mut free = match meta.pmd.free_data_blocks() {
+            Ok(f) => f,
+            Err(e) => {
+                self.metadata_operation_failed(meta, "dm_pool_get_free_block_count", e);
+                return Err(e);
+            }
+        };
+        self.check_low_water_mark(free);
+        if free == 0 {
+            self.commit(meta)?;
+            free = match meta.pmd.free_data_blocks() {
+                Ok(f) => f,
+                Err(e) => {
+                    self.metadata_operation_failed(meta, "dm_pool_get_free_block_count", e);
+                    return Err(e);
+                }
+            };
+            if free == 0 {
+                self.set_mode(meta, PoolMode::OutOfDataSpace);
+                return Err(PdError::NoSpace);
+            }
+        }
+        let b = match meta.pmd.alloc_data_block() {
+            Ok(b) => b,
+            Err(PdError::NoSpace) => {
+                self.set_mode(meta, PoolMode::OutOfDataSpace);
+                return Err(PdError::NoSpace);
+            }
+            Err(e) => {
+                self.metadata_operation_failed(meta, "dm_pool_alloc_data_block", e);
+                return Err(e);
+            }
+        };
+        match meta.pmd.free_metadata_blocks() {
+            Ok(0) => self.commit(meta)?,
+            Ok(_) => {}
+            Err(e) => {
+                self.metadata_operation_failed(meta, "dm_pool_get_free_metadata_block_count", e);
+                return Err(e);
+            }
+        }
+        Ok(b)
+    }
+
+    //--------------------------------------------------------------------
+    // Table hooks.
+
+    /// Upstream `bind_control_target` + the resizes of `pool_preresume`:
+    /// binds the pool to the table being resumed, applies its features and
+    /// mode, grows the data space map to the table's length, and commits
+    /// if it grew.
+    pub(crate) fn preresume(
+        &self,
+        ti: TargetHandle,
+        features: &PoolFeatures,
+        requested: &PoolFeatures,
+        low_water_blocks: u64,
+        len: u64,
+    ) -> Result {
+        let mut meta = self.meta.write();
+        let old = self.mode();
+        let same_table = self.bound_key.swap(ti.key() as u64, Ordering::AcqRel) == ti.key() as u64;
+        let new = if same_table {
+            old
+        } else {
+            match features.mode {
+                RequestedMode::Write => PoolMode::Write,
+                RequestedMode::ReadOnly => PoolMode::ReadOnly,
+            }
+        };
+        {
+            let mut b = self.bound.write();
+            b.ti = Some(ti);
+            b.features = *features;
+            b.requested_error_if_no_space = requested.error_if_no_space;
+            b.len = len;
+        }
+        self.zero_new_blocks
+            .store(features.zero_new_blocks, Ordering::Release);
+        self.error_if_no_space
+            .store(features.error_if_no_space, Ordering::Release);
+        self.low_water_blocks
+            .store(low_water_blocks, Ordering::Release);
+        self.set_mode(&mut meta, new);
+        let r = self.maybe_resize_data_dev(&mut meta, len);
+        match r {
+            Ok(true) => {
+                let _ = self.commit(&mut meta);
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(_) if self.mode() == PoolMode::Fail => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Upstream `maybe_resize_data_dev`; `Ok(true)` if it grew.
+    fn maybe_resize_data_dev(&self, meta: &mut MetaState, len: u64) -> Result<bool> {
+        let data_size = len / u64::from(self.block_size);
+        let sb_size = match meta.pmd.data_dev_size() {
+            Ok(s) => s,
+            Err(e) => {
+                log::print(
+                    Level::Err,
+                    c"thin",
+                    format_args!("{}: failed to retrieve data device size", self.name()),
+                );
+                return Err(pd_err(e));
+            }
+        };
+        if data_size < sb_size {
+            log::print(
+                Level::Err,
+                c"thin",
+                format_args!(
+                    "{}: pool target ({} blocks) too small: expected {}",
+                    self.name(),
+                    data_size,
+                    sb_size
+                ),
+            );
+            return Err(EINVAL);
+        }
+        if data_size == sb_size {
+            return Ok(false);
+        }
+        if meta.pmd.needs_check() {
+            log::print(
+                Level::Err,
+                c"thin",
+                format_args!(
+                    "{}: unable to grow the data device until repaired.",
+                    self.name()
+                ),
+            );
+            return Ok(false);
+        }
+        if sb_size > 0 {
+            log::print(
+                Level::Info,
+                c"thin",
+                format_args!(
+                    "{}: growing the data device from {} to {} blocks",
+                    self.name(),
+                    sb_size,
+                    data_size
+                ),
+            );
+        }
+        if let Err(e) = meta.pmd.resize_data_dev(data_size) {
+            self.metadata_operation_failed(meta, "dm_pool_resize_data_dev", e);
+            return Err(pd_err(e));
+        }
+        Ok(true)
+    }
+
+    /// Upstream `pool_resume`: requeue bios waiting for space, clear the
+    /// low-water trigger and the suspended flag, run the worker and start
+    /// the waker.
+    pub(crate) fn resume(&self) {
+        self.requeue_retry.store(true, Ordering::Release);
+        self.low_water_triggered.store(false, Ordering::Release);
+        self.suspended.store(false, Ordering::Release);
+        self.commit_due.store(true, Ordering::Release);
+        self.worker.kick();
+        self.worker.start_waker();
+    }
+
+    /// Upstream `pool_presuspend`: thin tables can no longer bind.
+    pub(crate) fn presuspend(&self) {
+        self.suspended.store(true, Ordering::Release);
+    }
+
+    /// Upstream `pool_postsuspend`: stop the waker, drain the worker,
+    /// commit.
+    pub(crate) fn postsuspend(&self) {
+        self.worker.stop_waker();
+        self.worker.drain();
+        let mut meta = self.meta.write();
+        let _ = self.commit(&mut meta);
+    }
+
+    /// Unbinds `ti` if the pool is bound to it (its table is going away).
+    pub(crate) fn unbind(&self, ti: TargetHandle) {
+        let mut b = self.bound.write();
+        if b.ti.is_some_and(|t| t.key() == ti.key()) {
+            b.ti = None;
+        }
+    }
+
+    /// The effective features of the bound table (status words).
+    pub(crate) fn bound_features(&self) -> PoolFeatures {
+        let mut f = self.bound.read().features;
+        f.error_if_no_space = self.error_if_no_space.load(Ordering::Acquire);
+        f
+    }
+
+    //--------------------------------------------------------------------
+    // The worker.
+
+    /// Upstream `should_error_unserviceable_bio` + `handle_unserviceable_bio`.
+    fn unserviceable(&self, ws: &mut WorkerState, bio: Bio) {
+        match self.mode() {
+            PoolMode::Write => {
+                log::print(
+                    Level::Err,
+                    c"thin",
+                    format_args!("bio unserviceable, yet pool is in PM_WRITE mode"),
+                );
+                bio.end(Status::IoErr);
+            }
+            PoolMode::OutOfDataSpace => {
+                if self.error_if_no_space.load(Ordering::Acquire) {
+                    bio.end(Status::NoSpace);
+                } else {
+                    ws.retry.push(bio);
+                }
+            }
+            _ => bio.end(Status::IoErr),
+        }
+    }
+
+    /// Sends a remapped bio on, or holds it for the next commit if it is a
+    /// flush/FUA bio to a thin that changed in this transaction (upstream
+    /// `issue`).
+    fn issue(&self, ws: &mut WorkerState, meta: &MetaState, td: &ThinDevice, bio: Bio) {
+        if !(bio.is_flush_or_fua() && meta.pmd.thin_changed(td)) {
+            bio.submit();
+            return;
+        }
+        if meta.pmd.thin_aborted_changes(td) {
+            bio.end(Status::IoErr);
+            return;
+        }
+        ws.flush_waiters.push(bio);
+    }
+
+    fn remap(&self, bio: &mut Bio, block: u64) {
+        let (_, offset) = self.block_of(bio.sector());
+        bio.remap(&self.data, self.data_sector(block, offset));
+    }
+
+    /// One deferred bio (upstream `process_bio` and its read-only and fail
+    /// variants).
+    fn process_bio(&self, ws: &mut WorkerState, bio: Bio) {
+        let mode = self.mode();
+        if mode == PoolMode::Fail {
+            bio.end(Status::IoErr);
+            return;
+        }
+        let op = bio.op();
+        if !matches!(op, Op::Read | Op::Write) {
+            bio.end(Status::NotSupp);
+            return;
+        }
+        // SAFETY: every bio on the pool's queues was deferred by the thin
+        // target's `map`, which wrote a `ThinBio` into per-bio data of
+        // `THIN_BIO_SIZE` bytes (the thin's `per_io_data_size`).
+        let dev_id = unsafe { bio.per_bio::<ThinBio>() }.dev_id;
+        let (vblock, _) = self.block_of(bio.sector());
+        if bio.size() == 0 {
+            // An empty flush: nothing to provision.
+            let meta = self.meta.read();
+            match meta.thin(dev_id) {
+                Some(td) => {
+                    let mut bio = bio;
+                    self.remap(&mut bio, 0);
+                    self.issue(ws, &meta, td, bio);
+                }
+                None => bio.end(Status::IoErr),
+            }
+            return;
+        }
+        if let Some(p) = ws
+            .provisions
+            .iter_mut()
+            .find(|p| p.dev_id == dev_id && p.vblock == vblock)
+        {
+            p.waiters.push(bio);
+            return;
+        }
+        let meta = self.meta.read();
+        let Some(td) = meta.thin(dev_id) else {
+            bio.end(Status::IoErr);
+            return;
+        };
+        match meta.pmd.lookup(td, vblock) {
+            Ok(l) if !l.shared || op == Op::Read => {
+                let mut bio = bio;
+                self.remap(&mut bio, l.block);
+                self.issue(ws, &meta, td, bio);
+            }
+            Ok(_) => {
+                drop(meta);
+                if mode != PoolMode::Write && mode != PoolMode::OutOfDataSpace {
+                    self.unserviceable(ws, bio);
+                    return;
+                }
+                // Copy-on-write is not implemented yet: refuse the write so
+                // the other device never sees this one's data change.
+                log::print(
+                    Level::Err,
+                    c"thin",
+                    format_args!(
+                        "{}: write to a shared block (device {}, block {}) refused: copy-on-write is not implemented yet",
+                        self.name(),
+                        dev_id,
+                        vblock
+                    ),
+                );
+                bio.end(Status::IoErr);
+            }
+            Err(PdError::NotFound) => {
+                drop(meta);
+                if op == Op::Read {
+                    bio.zero_fill_and_end();
+                } else if mode != PoolMode::Write {
+                    self.unserviceable(ws, bio);
+                } else {
+                    self.provision(ws, dev_id, vblock, bio);
+                }
+            }
+            Err(e) => {
+                log::print(
+                    Level::Err,
+                    c"thin",
+                    format_args!(
+                        "process_bio: dm_thin_find_block() failed: error = {}",
+                        -e.errno()
+                    ),
+                );
+                bio.end(Status::IoErr);
+            }
+        }
+    }
+
+    /// Upstream `provision_block`.
+    fn provision(&self, ws: &mut WorkerState, dev_id: u64, vblock: u64, bio: Bio) {
+        let mut meta = self.meta.write();
+        let block = match self.alloc_data_block(&mut meta) {
+            Ok(b) => b,
+            Err(PdError::NoSpace) => {
+                drop(meta);
+                self.unserviceable(ws, bio);
+                return;
+            }
+            Err(e) => {
+                log::print(
+                    Level::Err,
+                    c"thin",
+                    format_args!(
+                        "provision_block: alloc_data_block() failed: error = {}",
+                        -e.errno()
+                    ),
+                );
+                bio.end(Status::IoErr);
+                return;
+            }
+        };
+        if !self.zero_new_blocks.load(Ordering::Acquire) {
+            let r = meta.insert(dev_id, vblock, block);
+            if let Err(e) = r {
+                self.metadata_operation_failed(&mut meta, "dm_thin_insert_block", e);
+                bio.end(Status::IoErr);
+                return;
+            }
+            let mut bio = bio;
+            self.remap(&mut bio, block);
+            match meta.thin(dev_id) {
+                Some(td) => self.issue(ws, &meta, td, bio),
+                None => bio.end(Status::IoErr),
+            }
+            return;
+        }
+        drop(meta);
+        // Zero the new block, then insert the mapping, then issue.
+        let id = ws.next_id;
+        ws.next_id = ws.next_id.wrapping_add(1);
+        let mut waiters = BioList::new();
+        waiters.push(bio);
+        let outstanding = self.zero_outstanding.load(Ordering::Acquire);
+        let reserved = {
+            let mut done = self.zero_done.write();
+            let need = usize::try_from(outstanding)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1)
+                .saturating_sub(done.len());
+            done.try_reserve(need).is_ok()
+        };
+        let job = KBox::new(ZeroJob { pool: self, id }, GFP_NOIO);
+        let pushed = ws.provisions.try_reserve(1).is_ok();
+        let (true, Ok(job), true) = (reserved, job, pushed) else {
+            self.release_block(block);
+            waiters.fail(Status::IoErr);
+            return;
+        };
+        // Room was reserved above: this cannot fail.
+        let _ = ws.provisions.try_push(Provision {
+            id,
+            dev_id,
+            vblock,
+            data_block: block,
+            waiters,
+        });
+        self.zero_outstanding.fetch_add(1, Ordering::AcqRel);
+        let bs = u64::from(self.block_size);
+        self.kcopyd
+            .zero(&self.data, self.data_sector(block, 0), bs, job);
+    }
+
+    /// Gives back a data block allocated for a provision that failed.
+    fn release_block(&self, block: u64) {
+        let mut meta = self.meta.write();
+        if let Err(e) = meta.pmd.dec_data_range(block, block.saturating_add(1)) {
+            self.metadata_operation_failed(&mut meta, "dm_pool_dec_data_range", e);
+        }
+    }
+
+    /// Finishes provisions whose zeroing completed (upstream
+    /// `process_prepared_mapping`).
+    fn process_zeroed(&self, ws: &mut WorkerState) {
+        let done = core::mem::take(&mut *self.zero_done.write());
+        for &(id, ok) in done.iter() {
+            self.zero_outstanding.fetch_sub(1, Ordering::AcqRel);
+            let Some(i) = ws.provisions.iter().position(|p| p.id == id) else {
+                continue;
+            };
+            let Some(p) = ws.provisions.remove(i) else {
+                continue;
+            };
+            if !ok {
+                log::print(
+                    Level::Err,
+                    c"thin",
+                    format_args!(
+                        "{}: zeroing data block {} failed",
+                        self.name(),
+                        p.data_block
+                    ),
+                );
+                self.release_block(p.data_block);
+                p.waiters.fail(Status::IoErr);
+                continue;
+            }
+            let mut meta = self.meta.write();
+            if self.mode() == PoolMode::Fail || self.mode() >= PoolMode::OutOfMetadataSpace {
+                drop(meta);
+                p.waiters.fail(Status::IoErr);
+                continue;
+            }
+            let r = meta.insert(p.dev_id, p.vblock, p.data_block);
+            if let Err(e) = r {
+                self.metadata_operation_failed(&mut meta, "dm_thin_insert_block", e);
+                drop(meta);
+                p.waiters.fail(Status::IoErr);
+                continue;
+            }
+            let mut waiters = p.waiters;
+            while let Some(mut bio) = waiters.pop() {
+                self.remap(&mut bio, p.data_block);
+                match meta.thin(p.dev_id) {
+                    Some(td) => self.issue(ws, &meta, td, bio),
+                    None => bio.end(Status::IoErr),
+                }
+            }
+        }
+    }
+
+    /// Commits for the bios waiting on it, or because a second passed
+    /// (upstream `process_deferred_bios`' commit part).
+    fn process_commit(&self, ws: &mut WorkerState) {
+        let due = self.commit_due.swap(false, Ordering::AcqRel);
+        if ws.flush_waiters.is_empty() {
+            if !due {
+                return;
+            }
+            if !self.meta.read().pmd.pool_changed() {
+                return;
+            }
+        }
+        let r = {
+            let mut meta = self.meta.write();
+            self.commit(&mut meta)
+        };
+        let mut waiters = core::mem::replace(&mut ws.flush_waiters, BioList::new());
+        while let Some(bio) = waiters.pop() {
+            if r.is_err() {
+                bio.end(Status::IoErr);
+            } else if bio.is_preflush() {
+                // The data device was flushed by the commit.
+                bio.end(Status::Ok);
+            } else {
+                bio.submit();
+            }
+        }
+    }
+}
+
+impl WorkerOps for Pool {
+    fn run(&self) {
+        let mut ws = self.ws.write();
+        self.process_zeroed(&mut ws);
+        if self.mode() >= PoolMode::OutOfMetadataSpace {
+            let retry = core::mem::replace(&mut ws.retry, BioList::new());
+            retry.fail(Status::IoErr);
+        } else if self.requeue_retry.swap(false, Ordering::AcqRel) {
+            let mut retry = core::mem::replace(&mut ws.retry, BioList::new());
+            while let Some(bio) = retry.pop() {
+                self.process_bio(&mut ws, bio);
+            }
+        }
+        for bio in self.deferred.take() {
+            self.process_bio(&mut ws, bio);
+        }
+        self.process_commit(&mut ws);
+    }
+
+    fn tick(&self) {
+        self.commit_due.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Pool {
+    /// Upstream `__pool_destroy` + `dm_pool_metadata_close`: stop the
+    /// waker, drain the worker, commit unless read-only or failed.
+    fn drop(&mut self) {
+        self.worker.stop_waker();
+        self.worker.drain();
+        let meta = self.meta.get_mut();
+        if meta.pmd.failed() || meta.pmd.bm().is_read_only() {
+            return;
+        }
+        if let Err(e) = meta.pmd.commit() {
+            log::print(
+                Level::Warn,
+                c"thin metadata",
+                format_args!("__commit_transaction() failed, error = {}", -e.errno()),
+            );
+        }
+    }
+}
+
+/// A zeroing job: tells the pool's worker which provision finished.
+struct ZeroJob {
+    pool: *const Pool,
+    id: u64,
+}
+
+// SAFETY: the pool is `Sync`; the pointer is only used to reach it.
+unsafe impl Send for ZeroJob {}
+
+impl KcopydJob for ZeroJob {
+    fn done(self: KBox<Self>, ok: bool) {
+        // SAFETY: a pool's kcopyd client is its first field, dropped (which
+        // waits for every job) before the rest of the pool; jobs are only
+        // issued by the pool's worker, so the pool is alive here.
+        let pool = unsafe { &*self.pool };
+        // Capacity was reserved when the job was issued: no allocation.
+        let _ = pool.zero_done.write().try_push((self.id, ok));
+        pool.worker.kick();
+    }
+}
