@@ -48,6 +48,9 @@ pub(crate) enum Status {
     NoSpace,
     /// -EOPNOTSUPP.
     NotSupp,
+    /// Hand back to dm core, which requeues it after the suspend
+    /// (`BLK_STS_DM_REQUEUE`, noflush suspend).
+    Requeue,
 }
 
 impl Status {
@@ -57,6 +60,7 @@ impl Status {
             Status::IoErr => bindings::BLK_STS_IOERR,
             Status::NoSpace => bindings::BLK_STS_NOSPC,
             Status::NotSupp => bindings::BLK_STS_NOTSUPP,
+            Status::Requeue => bindings::BLK_STS_DM_REQUEUE,
         }
     }
 }

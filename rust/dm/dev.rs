@@ -23,6 +23,12 @@ pub(crate) enum Mode {
 
 /// A device opened for a target.
 ///
+/// A `DmDev` belongs to the table that opened it: it lives in that
+/// target's object and is put when dm core destroys the target (the
+/// destructor trampoline drops the object), which is where
+/// `dm_put_device` is valid.  Objects that outlive a table (the pool) hold
+/// their own [`Bdev`](super::bdev::Bdev) references instead.
+///
 /// # Invariants
 ///
 /// `dev` was returned by a successful `dm_get_device(ti, ..)` and is put
@@ -168,9 +174,36 @@ impl MappedDevice {
         Some(MappedDevice { md })
     }
 
+    /// Wraps a reference the caller took.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns one reference on `md` (from `dm_get`/`dm_hold`),
+    /// which the result takes over.
+    pub(crate) unsafe fn from_held(md: *mut bindings::mapped_device) -> Self {
+        // INVARIANT: the caller hands over its reference.
+        MappedDevice { md }
+    }
+
     /// Identity key (compared with [`super::target::MdRef::key`]).
     pub(crate) fn key(&self) -> usize {
         self.md as usize
+    }
+
+    /// Suspends the device from inside the kernel without flushing
+    /// (`dm_internal_suspend_noflush`): its targets' suspend hooks run and
+    /// dm core waits for its in-flight bios.  Process context; no lock of
+    /// ours may be held (dm takes the device's suspend lock).
+    pub(crate) fn internal_suspend_noflush(&self) {
+        // SAFETY: we hold a reference on `md` (type invariant).
+        unsafe { bindings::dm_internal_suspend_noflush(self.md) };
+    }
+
+    /// Undoes [`MappedDevice::internal_suspend_noflush`]
+    /// (`dm_internal_resume`).
+    pub(crate) fn internal_resume(&self) {
+        // SAFETY: we hold a reference on `md` (type invariant).
+        unsafe { bindings::dm_internal_resume(self.md) };
     }
 }
 

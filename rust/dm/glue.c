@@ -182,7 +182,7 @@ bool dmthin_bioq_empty(struct dmthin_bioq *q)
 static struct lock_class_key dmthin_rwsem_keys[DMTHIN_RWSEM_CLASSES];
 static const char *const dmthin_rwsem_names[DMTHIN_RWSEM_CLASSES] = {
 	"dm_thin_rs:worker_state", "dm_thin_rs:metadata", "dm_thin_rs:bound",
-	"dm_thin_rs:zero_done", "dm_thin_rs:class4", "dm_thin_rs:class5",
+	"dm_thin_rs:zero_done", "dm_thin_rs:active_thins", "dm_thin_rs:requeue_ids",
 	"dm_thin_rs:class6", "dm_thin_rs:class7",
 };
 

@@ -30,6 +30,11 @@ pub(crate) enum LockClass {
     Bound = 2,
     /// A pool's finished zeroing jobs (a leaf).
     ZeroDone = 3,
+    /// A pool's list of active thin tables (taken alone, by table hooks
+    /// and the worker).
+    ActiveThins = 4,
+    /// A pool's thins in a noflush suspend (a leaf).
+    RequeueIds = 5,
 }
 
 /// A value behind a reader/writer semaphore.

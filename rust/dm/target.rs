@@ -30,26 +30,27 @@ use super::status::StatusWriter;
 
 /// A constructor failure: the message for `ti->error` and the errno.
 pub(crate) struct CtrError {
-    /// NUL-terminated static message (dm core logs it).
-    pub(crate) msg: &'static [u8],
+    /// Static message (dm core logs it); a `CStr`, so it is always
+    /// NUL-terminated.
+    msg: &'static CStr,
     /// The error returned to dm core.
-    pub(crate) err: Error,
+    err: Error,
 }
 
 impl CtrError {
     /// An error with a static C-string message.
     pub(crate) fn new(msg: &'static CStr, err: Error) -> Self {
-        CtrError {
-            msg: msg.to_bytes_with_nul(),
-            err,
-        }
+        CtrError { msg, err }
     }
 }
 
 impl From<crate::thin::table::TableError> for CtrError {
     fn from(e: crate::thin::table::TableError) -> Self {
+        // A `TableError` message always ends in its NUL; if one did not,
+        // dm core still gets a valid string rather than an overrun.
+        let msg = CStr::from_bytes_with_nul(e.msg_with_nul()).unwrap_or(c"Invalid table line");
         CtrError {
-            msg: e.msg_with_nul(),
+            msg,
             err: Error::from_errno(-e.errno),
         }
     }
@@ -169,6 +170,12 @@ impl TargetHandle {
         unsafe { bindings::dm_suspended(self.ti) != 0 }
     }
 
+    /// Whether the device is being suspended with noflush.
+    pub(crate) fn noflush_suspending(&self) -> bool {
+        // SAFETY: the target is alive (type invariant).
+        unsafe { bindings::dm_noflush_suspending(self.ti) != 0 }
+    }
+
     /// Identity of the target.
     pub(crate) fn key(&self) -> usize {
         self.ti as usize
@@ -199,6 +206,18 @@ impl MdRef {
     /// Identity key.
     pub(crate) fn key(&self) -> usize {
         self.md as usize
+    }
+
+    /// A counted reference on the device (`dm_hold`), or `None` if the
+    /// device is being freed.
+    pub(crate) fn hold(&self) -> Option<super::dev::MappedDevice> {
+        // SAFETY: `md` is live (type invariant); `dm_hold` refuses a device
+        // that is being freed.
+        if unsafe { bindings::dm_hold(self.md) } != 0 {
+            return None;
+        }
+        // SAFETY: `dm_hold` succeeded: we own one reference.
+        Some(unsafe { super::dev::MappedDevice::from_held(self.md) })
     }
 
     /// The device's name (`dm_device_name`).
@@ -266,6 +285,11 @@ pub(crate) trait Target: Sized + Send + Sync {
 
     /// Before the device suspends (`presuspend`).
     fn presuspend(&self, _ti: TargetHandle) {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// A suspend was cancelled after `presuspend` (`presuspend_undo`).
+    fn presuspend_undo(&self, _ti: TargetHandle) {
         kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
@@ -358,6 +382,11 @@ impl<T: Target> Registration<T> {
                 } else {
                     None
                 },
+                presuspend_undo: if T::HAS_PRESUSPEND_UNDO {
+                    Some(presuspend_undo_tramp::<T>)
+                } else {
+                    None
+                },
                 postsuspend: if T::HAS_POSTSUSPEND {
                     Some(postsuspend_tramp::<T>)
                 } else {
@@ -431,8 +460,8 @@ unsafe extern "C" fn ctr_tramp<T: Target>(
             0
         }
         Err(e) => {
-            // SAFETY: `ti` is valid; `e.msg` is a static NUL-terminated
-            // string, which dm core only reads.
+            // SAFETY: `ti` is valid; `e.msg` is a static C string, which
+            // dm core only reads.
             unsafe { (*ti).error = e.msg.as_ptr().cast_mut().cast() };
             e.err.to_errno()
         }
@@ -579,4 +608,13 @@ unsafe extern "C" fn resume_tramp<T: Target>(ti: *mut bindings::dm_target) {
     // SAFETY: the target is constructed and not yet destroyed.
     let target = unsafe { target_of::<T>(ti) };
     target.resume(TargetHandle { ti });
+}
+
+/// # Safety
+///
+/// Called by dm core for a constructed target.
+unsafe extern "C" fn presuspend_undo_tramp<T: Target>(ti: *mut bindings::dm_target) {
+    // SAFETY: the target is constructed and not yet destroyed.
+    let target = unsafe { target_of::<T>(ti) };
+    target.presuspend_undo(TargetHandle { ti });
 }

@@ -25,7 +25,14 @@
 //!   write lock while any guard is held, a read lock while a write guard
 //!   is held) fails with [`Error::Busy`] rather than handing out aliasing
 //!   guards: valid metadata never does this, corrupt metadata can lead an
-//!   operation to lock a block it already holds.
+//!   operation to lock a block it already holds.  Conflicts between
+//!   threads do not arise in the kernel: the pool takes its metadata
+//!   semaphore for writing around every change and for reading around
+//!   every lookup, so a block is never written by one thread while another
+//!   reads it.  (The host's thread-safe `SyncBm`, which exists to test
+//!   readers of the committed roots beside a writer without such a
+//!   semaphore, waits instead; its readers never touch blocks the writer
+//!   holds.)
 
 use core::ops::{Deref, DerefMut};
 

@@ -23,7 +23,12 @@
 //! 2. `meta` (the metadata and the open thin devices): written by the
 //!    worker, messages, table hooks; try-read in `map`;
 //! 3. `bound` (the bound pool target and its table's features);
-//! 4. `zero_done` (finished zeroing jobs), a leaf.
+//! 4. `zero_done` (finished zeroing jobs), a leaf; `requeue_ids` (thins
+//!    in a noflush suspend), a leaf, never held while taking `ws`.
+//!
+//! `active` (the active thin tables) is taken alone, by table hooks only,
+//! and never held while a thin is suspended or resumed (the pool takes
+//! counted references on the thins' devices and releases the lock first).
 //!
 //! The hot flags (mode, suspended, features the worker consults) are
 //! atomics.
@@ -51,6 +56,7 @@ use kernel::sync::Arc;
 use crate::dm::bdev::Bdev;
 use crate::dm::bio::{Bio, BioInfo, BioList, Op, Status};
 use crate::dm::bufio::BufioBm;
+use crate::dm::dev::MappedDevice;
 use crate::dm::kcopyd::{Kcopyd, KcopydJob};
 use crate::dm::log::{self, Level};
 use crate::dm::sync::{LockClass, RwSem};
@@ -199,6 +205,13 @@ struct WorkerState {
     retry: BioList,
 }
 
+/// An active thin table: the thin's mapped device, internally suspended
+/// while the pool is suspended.
+struct ActiveThin {
+    key: usize,
+    md: MdRef,
+}
+
 /// The per-bio data of a thin bio: which thin device it is for.
 #[derive(Clone, Copy)]
 pub(crate) struct ThinBio {
@@ -233,6 +246,11 @@ pub(crate) struct Pool {
     zero_outstanding: AtomicU64,
     /// Thin bios deferred from `map`.
     pub(crate) deferred: crate::dm::bio::BioQueue,
+    /// Active thin tables (upstream `active_thins`).
+    active: RwSem<Vec<ActiveThin>>,
+    /// Thin devices being suspended with noflush: their bios that wait
+    /// for space go back to dm core instead (upstream `requeue_mode`).
+    requeue_ids: RwSem<Vec<u64>>,
     mode: AtomicU8,
     suspended: AtomicBool,
     commit_due: AtomicBool,
@@ -243,6 +261,14 @@ pub(crate) struct Pool {
     error_if_no_space: AtomicBool,
     /// Key of the pool target the pool was last bound to.
     bound_key: AtomicU64,
+}
+
+/// Why a thin table could not be registered with its pool.
+pub(crate) enum ThinBindError {
+    /// The pool is suspended (or was never resumed).
+    Suspended,
+    /// Out of memory.
+    NoMem,
 }
 
 /// Why a pool could not be created: the constructor's message and errno.
@@ -340,6 +366,8 @@ impl Pool {
             zero_done: RwSem::new(Vec::new(), LockClass::ZeroDone).map_err(alloc_fail)?,
             zero_outstanding: AtomicU64::new(0),
             deferred: crate::dm::bio::BioQueue::new().map_err(alloc_fail)?,
+            active: RwSem::new(Vec::new(), LockClass::ActiveThins).map_err(alloc_fail)?,
+            requeue_ids: RwSem::new(Vec::new(), LockClass::RequeueIds).map_err(alloc_fail)?,
             mode: AtomicU8::new(PoolMode::Write as u8),
             suspended: AtomicBool::new(true),
             commit_due: AtomicBool::new(false),
@@ -778,6 +806,7 @@ impl Pool {
     /// the waker.
     pub(crate) fn resume(&self) {
         self.requeue_retry.store(true, Ordering::Release);
+        self.resume_active_thins();
         self.low_water_triggered.store(false, Ordering::Release);
         self.suspended.store(false, Ordering::Release);
         self.commit_due.store(true, Ordering::Release);
@@ -785,9 +814,111 @@ impl Pool {
         self.worker.start_waker();
     }
 
-    /// Upstream `pool_presuspend`: thin tables can no longer bind.
+    /// Upstream `pool_presuspend`: thin tables can no longer bind, and
+    /// every active thin is suspended (noflush) so no I/O reaches the pool
+    /// while it is suspended.
     pub(crate) fn presuspend(&self) {
-        self.suspended.store(true, Ordering::Release);
+        let thins = {
+            let active = self.active.read();
+            self.suspended.store(true, Ordering::Release);
+            self.hold_active(&active)
+        };
+        for md in thins.iter() {
+            md.internal_suspend_noflush();
+        }
+    }
+
+    /// Counted references on the active thins' devices, so they can be
+    /// suspended or resumed without holding `active` (dm takes their
+    /// suspend locks; upstream walks the list under RCU with a reference
+    /// on each thin for the same reason).
+    fn hold_active(&self, active: &Vec<ActiveThin>) -> Vec<MappedDevice> {
+        let mut held = Vec::new();
+        for t in active.iter() {
+            if let Some(md) = t.md.hold() {
+                if held.try_push(md).is_err() {
+                    log::print(
+                        Level::Err,
+                        c"thin",
+                        format_args!("{}: cannot allocate the list of active thins", self.name()),
+                    );
+                    break;
+                }
+            }
+        }
+        held
+    }
+
+    /// Upstream `pool_presuspend_undo`.
+    pub(crate) fn presuspend_undo(&self) {
+        self.resume_active_thins();
+        self.suspended.store(false, Ordering::Release);
+    }
+
+    fn resume_active_thins(&self) {
+        if !self.is_suspended() {
+            return;
+        }
+        let thins = self.hold_active(&self.active.read());
+        for md in thins.iter() {
+            md.internal_resume();
+        }
+    }
+
+    /// Registers an active thin table (upstream: added to `active_thins`
+    /// in `thin_ctr`); refused while the pool is suspended.
+    pub(crate) fn add_active_thin(&self, key: usize, md: MdRef) -> Result<(), ThinBindError> {
+        let mut active = self.active.write();
+        if self.is_suspended() {
+            return Err(ThinBindError::Suspended);
+        }
+        active
+            .try_push(ActiveThin { key, md })
+            .map_err(|_| ThinBindError::NoMem)
+    }
+
+    /// Unregisters an active thin table (`thin_dtr`).
+    pub(crate) fn remove_active_thin(&self, key: usize) {
+        let mut active = self.active.write();
+        if let Some(i) = active.iter().position(|t| t.key == key) {
+            active.remove(i);
+        }
+    }
+
+    /// A thin device starts a noflush suspend: its bios waiting for space
+    /// go back to dm core (`BLK_STS_DM_REQUEUE`), and so will later ones
+    /// (upstream `do_noflush_start`).
+    pub(crate) fn start_requeue(&self, dev_id: u64) {
+        {
+            let mut ids = self.requeue_ids.write();
+            if !ids.iter().any(|&i| i == dev_id) && ids.try_push(dev_id).is_err() {
+                return;
+            }
+        }
+        let mut ws = self.ws.write();
+        let mut retry = core::mem::replace(&mut ws.retry, BioList::new());
+        while let Some(bio) = retry.pop() {
+            if Self::dev_of(&bio) == dev_id {
+                bio.end(Status::Requeue);
+            } else {
+                ws.retry.push(bio);
+            }
+        }
+    }
+
+    /// The noflush suspend of a thin device ended (`do_noflush_stop`).
+    pub(crate) fn stop_requeue(&self, dev_id: u64) {
+        let mut ids = self.requeue_ids.write();
+        if let Some(i) = ids.iter().position(|&i| i == dev_id) {
+            ids.remove(i);
+        }
+    }
+
+    fn dev_of(bio: &Bio) -> u64 {
+        // SAFETY: every bio on the pool's queues was deferred by the thin
+        // target's `map`, which wrote a `ThinBio` into per-bio data of
+        // `THIN_BIO_SIZE` bytes (the thin's `per_io_data_size`).
+        unsafe { bio.per_bio::<ThinBio>() }.dev_id
     }
 
     /// Upstream `pool_postsuspend`: stop the waker, drain the worker,
@@ -829,8 +960,11 @@ impl Pool {
                 bio.end(Status::IoErr);
             }
             PoolMode::OutOfDataSpace => {
+                let dev_id = Self::dev_of(&bio);
                 if self.error_if_no_space.load(Ordering::Acquire) {
                     bio.end(Status::NoSpace);
+                } else if self.requeue_ids.read().iter().any(|&i| i == dev_id) {
+                    bio.end(Status::Requeue);
                 } else {
                     ws.retry.push(bio);
                 }
@@ -872,10 +1006,7 @@ impl Pool {
             bio.end(Status::NotSupp);
             return;
         }
-        // SAFETY: every bio on the pool's queues was deferred by the thin
-        // target's `map`, which wrote a `ThinBio` into per-bio data of
-        // `THIN_BIO_SIZE` bytes (the thin's `per_io_data_size`).
-        let dev_id = unsafe { bio.per_bio::<ThinBio>() }.dev_id;
+        let dev_id = Self::dev_of(&bio);
         let (vblock, _) = self.block_of(bio.sector());
         if bio.size() == 0 {
             // An empty flush: nothing to provision.

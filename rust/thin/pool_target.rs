@@ -194,6 +194,11 @@ impl Target for PoolTarget {
         self.pool.presuspend();
     }
 
+    /// Upstream's `pool_presuspend_undo`.
+    fn presuspend_undo(&self, _ti: TargetHandle) {
+        self.pool.presuspend_undo();
+    }
+
     /// Upstream's `pool_postsuspend`.
     fn postsuspend(&self, _ti: TargetHandle) {
         self.pool.postsuspend();

@@ -16,17 +16,18 @@
 //! table naming one is refused.
 
 use core::ffi::CStr;
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::alloc::KBox;
 
 use kernel::prelude::*;
 
-use super::pool::{PoolMode, ThinBio, THIN_BIO_SIZE};
+use super::pool::{PoolMode, ThinBindError, ThinBio, THIN_BIO_SIZE};
 use super::registry::{self, PoolRef};
 use crate::dm::args::Args;
-use crate::dm::bio::{BioInfo, MapBio, Mapped, Op};
+use crate::dm::bio::{BioInfo, MapBio, Mapped, Op, Status};
 use crate::dm::dev::{DmDev, MappedDevice, Mode};
 use crate::dm::status::StatusWriter;
-use crate::dm::target::{Callout, CtrError, StatusKind, Target, TargetCtx};
+use crate::dm::target::{Callout, CtrError, StatusKind, Target, TargetCtx, TargetHandle};
 use crate::pdata::error::Error as PdError;
 use crate::thin::table;
 
@@ -36,6 +37,13 @@ pub(crate) struct ThinTarget {
     pool_dev: DmDev,
     origin_dev: Option<DmDev>,
     dev_id: u64,
+    /// Identity of this table's target (the pool's active list key).
+    key: usize,
+    /// Registered in the pool's active list.
+    active: bool,
+    /// In a noflush suspend: bios go back to dm core (upstream
+    /// `requeue_mode`).
+    requeue: AtomicBool,
 }
 
 #[vtable]
@@ -80,11 +88,14 @@ impl Target for ThinTarget {
         }
         // From here on the thin device is open: `ThinTarget`'s drop closes
         // it if a later step fails.
-        let thin = ThinTarget {
+        let mut thin = ThinTarget {
             pool,
             pool_dev,
             origin_dev,
             dev_id,
+            key: ti.handle().key(),
+            active: false,
+            requeue: AtomicBool::new(false),
         };
         ti.set_max_io_len(thin.pool.block_size)
             .map_err(|e| CtrError::new(c"Invalid max_io_len", e))?;
@@ -96,11 +107,17 @@ impl Target for ThinTarget {
                 super::pool::eopnotsupp(),
             ));
         }
-        if thin.pool.is_suspended() {
-            return Err(CtrError::new(
-                c"Unable to activate thin device while pool is suspended",
-                EINVAL,
-            ));
+        match thin.pool.add_active_thin(thin.key, ti.md()) {
+            Ok(()) => thin.active = true,
+            Err(ThinBindError::Suspended) => {
+                return Err(CtrError::new(
+                    c"Unable to activate thin device while pool is suspended",
+                    EINVAL,
+                ))
+            }
+            Err(ThinBindError::NoMem) => {
+                return Err(CtrError::new(c"Cannot allocate thin context", ENOMEM))
+            }
         }
         KBox::new(thin, GFP_KERNEL)
             .map_err(|_| CtrError::new(c"Cannot allocate thin context", ENOMEM))
@@ -109,6 +126,11 @@ impl Target for ThinTarget {
     /// Upstream's `thin_bio_map`, without ever waiting.
     fn map<'a>(&self, mut bio: MapBio<'a>) -> Mapped<'a> {
         let pool = &*self.pool;
+        if self.requeue.load(Ordering::Acquire) {
+            let (bio, mapped) = bio.defer();
+            bio.end(Status::Requeue);
+            return mapped;
+        }
         if pool.mode() == PoolMode::Fail {
             return bio.kill();
         }
@@ -179,6 +201,22 @@ impl Target for ThinTarget {
         }
         callout.call(&self.pool_dev, 0, blocks.saturating_mul(bs))
     }
+
+    /// Upstream's `thin_presuspend`: a noflush suspend hands this thin's
+    /// waiting bios back to dm core.
+    fn presuspend(&self, ti: TargetHandle) {
+        if ti.noflush_suspending() {
+            self.requeue.store(true, Ordering::Release);
+            self.pool.start_requeue(self.dev_id);
+        }
+    }
+
+    /// Upstream's `thin_postsuspend`: leave requeue mode.
+    fn postsuspend(&self, _ti: TargetHandle) {
+        if self.requeue.swap(false, Ordering::AcqRel) {
+            self.pool.stop_requeue(self.dev_id);
+        }
+    }
 }
 
 impl ThinTarget {
@@ -228,6 +266,12 @@ impl Drop for ThinTarget {
     /// Upstream's `thin_dtr`: close the thin device; dropping the pool
     /// reference afterwards may destroy the pool.
     fn drop(&mut self) {
+        if self.active {
+            self.pool.remove_active_thin(self.key);
+        }
+        if self.requeue.load(Ordering::Acquire) {
+            self.pool.stop_requeue(self.dev_id);
+        }
         self.pool.close_thin(self.dev_id);
     }
 }
