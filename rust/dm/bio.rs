@@ -113,6 +113,18 @@ pub(crate) unsafe trait BioInfo {
         unsafe { (*self.raw()).bi_iter.bi_size }
     }
 
+    /// A pointer to the target's per-bio data as a `T`.
+    ///
+    /// # Safety
+    ///
+    /// The bio must belong to a target whose `per_io_data_size` is
+    /// `size_of::<T>()`.
+    unsafe fn per_bio_ptr<T>(&self) -> *mut T {
+        // SAFETY: per the caller, dm core reserved `size_of::<T>()` bytes in
+        // front of the bio.
+        unsafe { bindings::dm_per_bio_data(self.raw(), core::mem::size_of::<T>()).cast::<T>() }
+    }
+
     /// Reads the target's per-bio data as a `T`.
     ///
     /// # Safety
@@ -255,7 +267,106 @@ unsafe impl BioInfo for Bio {
     }
 }
 
+/// Receives a bio submitted with [`Bio::submit_hooked`] when its I/O
+/// finished.
+pub(crate) trait HookedCompletion: Sync {
+    /// The I/O finished (any context, IRQ included): the bio is owned
+    /// again, its own completion restored and its status set; ending it
+    /// completes it for its submitter.
+    fn io_done(&self, bio: Bio);
+}
+
+/// Room in a bio's per-bio data for a completion hook: the bio's own
+/// completion while the hook is in place, and the hook's receiver.
+#[derive(Clone, Copy)]
+pub(crate) struct HookSlot {
+    end_io: bindings::bio_end_io_t,
+    private: *mut core::ffi::c_void,
+    owner: *const core::ffi::c_void,
+    call: Option<unsafe fn(*const core::ffi::c_void, Bio)>,
+}
+
+impl HookSlot {
+    /// An empty slot.
+    pub(crate) const fn new() -> Self {
+        HookSlot {
+            end_io: None,
+            private: core::ptr::null_mut(),
+            owner: core::ptr::null(),
+            call: None,
+        }
+    }
+}
+
+/// # Safety
+///
+/// `owner` is a live `H` (contract of `submit_hooked`).
+unsafe fn call_hook<H: HookedCompletion>(owner: *const core::ffi::c_void, bio: Bio) {
+    // SAFETY: see above.
+    let h = unsafe { &*owner.cast::<H>() };
+    h.io_done(bio);
+}
+
+/// The block layer's completion of a hooked bio.
+///
+/// # Safety
+///
+/// Called once by the block layer for a bio submitted by
+/// `Bio::submit_hooked`, whose `bi_private` points to its `HookSlot`.
+unsafe extern "C" fn hooked_endio(bio: *mut bindings::bio) {
+    // SAFETY: `bi_private` is the slot in the bio's per-bio data, alive as
+    // long as the bio; copied out before the fields are restored.
+    let slot = unsafe { *(*bio).bi_private.cast::<HookSlot>() };
+    // SAFETY: the bio is ours again; restore its own completion.
+    unsafe {
+        (*bio).bi_end_io = slot.end_io;
+        (*bio).bi_private = slot.private;
+    }
+    if let (Some(call), Some(bio)) = (slot.call, NonNull::new(bio)) {
+        // SAFETY: `owner` outlives the I/O (contract of `submit_hooked`);
+        // INVARIANT: the bio is owned again and not yet ended.
+        unsafe { call(slot.owner, Bio { bio }) };
+    }
+}
+
 impl Bio {
+    /// Submits the bio with a completion hook: when the I/O finishes,
+    /// `owner.io_done` gets the bio back instead of its submitter (the
+    /// bio's own completion is restored first), so the target can finish
+    /// work (insert a mapping) before ending it.
+    ///
+    /// # Safety
+    ///
+    /// `slot` must point to a `HookSlot` inside this bio's per-bio data,
+    /// suitably aligned, and `owner` must stay alive until `io_done` ran.
+    pub(crate) unsafe fn submit_hooked<H: HookedCompletion>(self, slot: *mut HookSlot, owner: &H) {
+        let p = self.raw();
+        // SAFETY: `slot` is valid for writes (caller); the bio is ours.
+        unsafe {
+            slot.write(HookSlot {
+                end_io: (*p).bi_end_io,
+                private: (*p).bi_private,
+                owner: core::ptr::from_ref(owner).cast(),
+                call: Some(call_hook::<H>),
+            });
+            (*p).bi_end_io = Some(hooked_endio);
+            (*p).bi_private = slot.cast();
+        }
+        self.submit();
+    }
+
+    /// Whether the bio's I/O failed (its status is not OK).
+    pub(crate) fn failed(&self) -> bool {
+        // SAFETY: the bio is valid and ours (type invariant).
+        unsafe { (*self.raw()).bi_status != bindings::BLK_STS_OK as u8 }
+    }
+
+    /// Ends the bio with the status its I/O left (after a hooked I/O).
+    pub(crate) fn end_as_is(self) {
+        // SAFETY: the bio is ours; ending passes ownership back.
+        unsafe { bindings::bio_endio(self.into_raw()) };
+    }
+
     fn into_raw(self) -> *mut bindings::bio {
         let p = self.bio.as_ptr();
         core::mem::forget(self);

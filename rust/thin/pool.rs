@@ -54,7 +54,7 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 
 use crate::dm::bdev::Bdev;
-use crate::dm::bio::{Bio, BioInfo, BioList, Op, Status};
+use crate::dm::bio::{Bio, BioInfo, BioList, BioQueue, HookSlot, HookedCompletion, Op, Status};
 use crate::dm::bufio::BufioBm;
 use crate::dm::dev::MappedDevice;
 use crate::dm::kcopyd::{Kcopyd, KcopydJob};
@@ -201,6 +201,9 @@ struct WorkerState {
     next_id: u64,
     /// Bios waiting for the next commit.
     flush_waiters: BioList,
+    /// Whole-block writes whose I/O is done, waiting for the next commit
+    /// to be completed (FUA to a changed thin).
+    completion_waiters: BioList,
     /// Bios waiting for data space (out-of-data-space, queue mode).
     retry: BioList,
 }
@@ -212,12 +215,33 @@ struct ActiveThin {
     md: MdRef,
 }
 
-/// The per-bio data of a thin bio: which thin device it is for.
+/// The per-bio data of a thin bio: which thin device it is for, and, for
+/// a write that provisions a whole block, its provision and completion
+/// hook.
 #[derive(Clone, Copy)]
+#[repr(C)]
 pub(crate) struct ThinBio {
     /// The thin device id.
     pub(crate) dev_id: u64,
+    /// The provision a whole-block write belongs to.
+    provision: u64,
+    /// Completion hook of a whole-block write.
+    hook: HookSlot,
 }
+
+impl ThinBio {
+    /// The per-bio data `map` writes.
+    pub(crate) const fn new(dev_id: u64) -> Self {
+        ThinBio {
+            dev_id,
+            provision: 0,
+            hook: HookSlot::new(),
+        }
+    }
+}
+
+// The hook slot is accessed in place: keep the layout 8-byte aligned.
+const _: () = assert!(core::mem::size_of::<ThinBio>() % 8 == 0);
 
 /// Size of [`ThinBio`], the thin target's per-io data size.
 pub(crate) const THIN_BIO_SIZE: usize = core::mem::size_of::<ThinBio>();
@@ -245,7 +269,9 @@ pub(crate) struct Pool {
     /// Zeroing jobs issued and not yet drained from `zero_done`.
     zero_outstanding: AtomicU64,
     /// Thin bios deferred from `map`.
-    pub(crate) deferred: crate::dm::bio::BioQueue,
+    pub(crate) deferred: BioQueue,
+    /// Whole-block writes to new blocks whose I/O finished.
+    overwrites_done: BioQueue,
     /// Active thin tables (upstream `active_thins`).
     active: RwSem<Vec<ActiveThin>>,
     /// Thin devices being suspended with noflush: their bios that wait
@@ -348,6 +374,7 @@ impl Pool {
                     provisions: Vec::new(),
                     next_id: 0,
                     flush_waiters: BioList::new(),
+                    completion_waiters: BioList::new(),
                     retry: BioList::new(),
                 },
                 LockClass::WorkerState,
@@ -365,7 +392,8 @@ impl Pool {
             .map_err(alloc_fail)?,
             zero_done: RwSem::new(Vec::new(), LockClass::ZeroDone).map_err(alloc_fail)?,
             zero_outstanding: AtomicU64::new(0),
-            deferred: crate::dm::bio::BioQueue::new().map_err(alloc_fail)?,
+            deferred: BioQueue::new().map_err(alloc_fail)?,
+            overwrites_done: BioQueue::new().map_err(alloc_fail)?,
             active: RwSem::new(Vec::new(), LockClass::ActiveThins).map_err(alloc_fail)?,
             requeue_ids: RwSem::new(Vec::new(), LockClass::RequeueIds).map_err(alloc_fail)?,
             mode: AtomicU8::new(PoolMode::Write as u8),
@@ -1123,9 +1151,39 @@ impl Pool {
             return;
         }
         drop(meta);
-        // Zero the new block, then insert the mapping, then issue.
         let id = ws.next_id;
         ws.next_id = ws.next_id.wrapping_add(1);
+        if u64::from(bio.size()) == u64::from(self.block_size) << 9 {
+            // The write covers the whole block: no zeroing; the write goes
+            // to the new block and the mapping is inserted when it is done
+            // (upstream `schedule_zero` with `io_overwrites_block`).
+            if ws.provisions.try_reserve(1).is_err() {
+                self.release_block(block);
+                bio.end(Status::IoErr);
+                return;
+            }
+            // Room was reserved above: this cannot fail.
+            let _ = ws.provisions.try_push(Provision {
+                id,
+                dev_id,
+                vblock,
+                data_block: block,
+                waiters: BioList::new(),
+            });
+            let mut bio = bio;
+            self.remap(&mut bio, block);
+            // SAFETY: the bio is a thin bio whose per-bio data is a
+            // `ThinBio` (`THIN_BIO_SIZE` bytes, 8-byte aligned by dm core
+            // and by its layout); the pool outlives the I/O (the thin holds
+            // a reference on it while its bio is in flight).
+            unsafe {
+                let pb = bio.per_bio_ptr::<ThinBio>();
+                (*pb).provision = id;
+                bio.submit_hooked(core::ptr::addr_of_mut!((*pb).hook), self);
+            }
+            return;
+        }
+        // Zero the new block, then insert the mapping, then issue.
         let mut waiters = BioList::new();
         waiters.push(bio);
         let outstanding = self.zero_outstanding.load(Ordering::Acquire);
@@ -1216,11 +1274,67 @@ impl Pool {
         }
     }
 
+    /// Finishes provisions whose whole-block write completed (upstream
+    /// `process_prepared_mapping` + `complete_overwrite_bio`).
+    fn process_overwrites(&self, ws: &mut WorkerState) {
+        for bio in self.overwrites_done.take() {
+            // SAFETY: a bio on `overwrites_done` is a thin bio whose
+            // per-bio data is a `ThinBio`.
+            let id = unsafe { bio.per_bio::<ThinBio>() }.provision;
+            let Some(i) = ws.provisions.iter().position(|p| p.id == id) else {
+                bio.end(Status::IoErr);
+                continue;
+            };
+            let Some(p) = ws.provisions.remove(i) else {
+                bio.end(Status::IoErr);
+                continue;
+            };
+            if bio.failed() {
+                self.release_block(p.data_block);
+                bio.end_as_is();
+                p.waiters.fail(Status::IoErr);
+                continue;
+            }
+            let mut meta = self.meta.write();
+            if self.mode() >= PoolMode::OutOfMetadataSpace {
+                drop(meta);
+                bio.end(Status::IoErr);
+                p.waiters.fail(Status::IoErr);
+                continue;
+            }
+            if let Err(e) = meta.insert(p.dev_id, p.vblock, p.data_block) {
+                self.metadata_operation_failed(&mut meta, "dm_thin_insert_block", e);
+                drop(meta);
+                bio.end(Status::IoErr);
+                p.waiters.fail(Status::IoErr);
+                continue;
+            }
+            match meta.thin(p.dev_id) {
+                Some(td) if bio.is_flush_or_fua() && meta.pmd.thin_changed(td) => {
+                    if meta.pmd.thin_aborted_changes(td) {
+                        bio.end(Status::IoErr);
+                    } else {
+                        ws.completion_waiters.push(bio);
+                    }
+                }
+                _ => bio.end_as_is(),
+            }
+            let mut waiters = p.waiters;
+            while let Some(mut w) = waiters.pop() {
+                self.remap(&mut w, p.data_block);
+                match meta.thin(p.dev_id) {
+                    Some(td) => self.issue(ws, &meta, td, w),
+                    None => w.end(Status::IoErr),
+                }
+            }
+        }
+    }
+
     /// Commits for the bios waiting on it, or because a second passed
     /// (upstream `process_deferred_bios`' commit part).
     fn process_commit(&self, ws: &mut WorkerState) {
         let due = self.commit_due.swap(false, Ordering::AcqRel);
-        if ws.flush_waiters.is_empty() {
+        if ws.flush_waiters.is_empty() && ws.completion_waiters.is_empty() {
             if !due {
                 return;
             }
@@ -1232,6 +1346,14 @@ impl Pool {
             let mut meta = self.meta.write();
             self.commit(&mut meta)
         };
+        let mut done = core::mem::replace(&mut ws.completion_waiters, BioList::new());
+        while let Some(bio) = done.pop() {
+            if r.is_err() {
+                bio.end(Status::IoErr);
+            } else {
+                bio.end_as_is();
+            }
+        }
         let mut waiters = core::mem::replace(&mut ws.flush_waiters, BioList::new());
         while let Some(bio) = waiters.pop() {
             if r.is_err() {
@@ -1250,6 +1372,7 @@ impl WorkerOps for Pool {
     fn run(&self) {
         let mut ws = self.ws.write();
         self.process_zeroed(&mut ws);
+        self.process_overwrites(&mut ws);
         if self.mode() >= PoolMode::OutOfMetadataSpace {
             let retry = core::mem::replace(&mut ws.retry, BioList::new());
             retry.fail(Status::IoErr);
@@ -1267,6 +1390,15 @@ impl WorkerOps for Pool {
 
     fn tick(&self) {
         self.commit_due.store(true, Ordering::Release);
+    }
+}
+
+impl HookedCompletion for Pool {
+    /// A whole-block write to a new block finished (IRQ context): the
+    /// worker inserts the mapping, then completes it.
+    fn io_done(&self, bio: Bio) {
+        self.overwrites_done.push(bio);
+        self.worker.kick();
     }
 }
 
