@@ -6,12 +6,25 @@
 #   -o, --outdir DIR   host directory for results, shared read-write with the
 #                      guest at the same path (default: a new directory under
 #                      /tmp/dm-thin-rs-logs/)
-#   -t, --timeout SEC  kill the VM after SEC seconds (default 1500)
+#   -s, --share DIR    also share host directory DIR read-write at the same
+#                      path (repeatable); an --outdir inside DIR is reached
+#                      through it (scripts/guest-tests.sh shares the suite
+#                      directory, each boot writing to its own subdirectory)
+#   -t, --timeout SEC  kill the VM after SEC seconds (default 1500), per boot
+#                      attempt
+#   -b, --boot-timeout SEC  a boot attempt whose guest has not started the
+#                      script after SEC seconds is killed and counts as a
+#                      failed boot (default 300, or DMTHIN_BOOT_TIMEOUT)
 #   -m, --memory SIZE  guest memory (default 2G)
 #   -c, --cpus N       guest CPUs (default 2)
 #   -q, --quiet        do not stream the script's output to stdout
 #       --kvm          try KVM (does not boot on the reference machine; the
 #                      default is software emulation, also via DMTHIN_KVM=1)
+#
+# DMTHIN_KO, when set on the host, is passed to the script in the guest (as
+# an absolute path; the guest sees the host's files).  SIGTERM, SIGINT or
+# SIGHUP to this script stops the VM (no boot retry) and exits 125: that is
+# how scripts/guest-tests.sh kills a guest hung in a test.
 #
 # The guest sees the host root read-only (dmsetup, thin-provisioning-tools,
 # fio, lvm2, mkfs come from the host) and runs <script> through
@@ -28,7 +41,9 @@ set -euo pipefail
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/scripts/kernel-env.sh"
 
 OUTDIR=""
+SHARES=()
 TIMEOUT=1500
+BOOT_TIMEOUT="${DMTHIN_BOOT_TIMEOUT:-300}"
 MEMORY=2G
 CPUS=2
 QUIET=0
@@ -36,7 +51,9 @@ KVM="${DMTHIN_KVM:-0}"
 while [ $# -gt 0 ]; do
     case "$1" in
         -o|--outdir) OUTDIR="$2"; shift 2 ;;
+        -s|--share) SHARES+=("$(realpath "$2")"); shift 2 ;;
         -t|--timeout) TIMEOUT="$2"; shift 2 ;;
+        -b|--boot-timeout) BOOT_TIMEOUT="$2"; shift 2 ;;
         -m|--memory) MEMORY="$2"; shift 2 ;;
         -c|--cpus) CPUS="$2"; shift 2 ;;
         -q|--quiet) QUIET=1; shift ;;
@@ -63,9 +80,21 @@ rm -f "$OUTDIR/rc" "$OUTDIR/guest.log" "$OUTDIR/dmesg.txt" "$OUTDIR/guest-start-
 : > "$OUTDIR/guest.log"
 
 q() { printf '%q ' "$@"; }
-guest_cmd="bash $(q "$REPO/qemu/guest-entry.sh" "$OUTDIR" "$SCRIPT" "$@")"
+guest_env=()
+[ -z "${DMTHIN_KO:-}" ] || guest_env=(env "DMTHIN_KO=$(realpath "$DMTHIN_KO")")
+guest_cmd="$(q "${guest_env[@]}" bash "$REPO/qemu/guest-entry.sh" "$OUTDIR" "$SCRIPT" "$@")"
 
-vng_args=(--run "$KDIR" --memory "$MEMORY" --cpus "$CPUS" --rwdir "$OUTDIR"
+# Shared directories: the --share ones, and OUTDIR unless it lies inside one.
+rwdirs=()
+out_shared=0
+for d in "${SHARES[@]}"; do
+    [ -d "$d" ] || die "no such directory to share: $d"
+    rwdirs+=(--rwdir "$d")
+    case "$OUTDIR/" in "$d"/*) out_shared=1 ;; esac
+done
+[ "$out_shared" = 1 ] || rwdirs+=(--rwdir "$OUTDIR")
+
+vng_args=(--run "$KDIR" --memory "$MEMORY" --cpus "$CPUS" "${rwdirs[@]}"
           --verbose --append "printk.devkmsg=on log_buf_len=16M panic=-1")
 [ "$KVM" = 1 ] || vng_args+=(--disable-kvm)
 [ -z "${DMTHIN_QEMU_OPTS:-}" ] || vng_args+=("--qemu-opts=$DMTHIN_QEMU_OPTS")
@@ -75,26 +104,55 @@ vng_args+=(--exec "$guest_cmd")
 # int3" in patched kernel text, a QEMU TCG cross-modifying-code race) is
 # not the test's fault: if the guest dies before the script starts, boot
 # again (DMTHIN_BOOT_TRIES, default 3); the failed console is kept.
+# A boot that hangs before the script starts is killed after BOOT_TIMEOUT
+# seconds and retried the same way.
 tries="${DMTHIN_BOOT_TRIES:-3}"
+vpid=""
+stopped=""
+# `timeout` runs the VM in its own process group; a TERM to it is passed on
+# to that whole group (vng, qemu, virtiofsd), then KILL after 15 s.
+stop_vm() {
+    stopped="$1"
+    [ -z "$vpid" ] || kill -TERM "$vpid" 2>/dev/null || true
+}
+trap 'stop_vm SIGTERM' TERM
+trap 'stop_vm SIGINT' INT
+trap 'stop_vm SIGHUP' HUP
 start=$(date +%s.%N)
 for attempt in $(seq 1 "$tries"); do
     ( cd "$REPO" && exec timeout --kill-after=15 "$TIMEOUT" vng "${vng_args[@]}" ) \
         </dev/null >"$OUTDIR/console.log" 2>&1 &
     vpid=$!
+    astart=$(date +%s)
     tpid=""
     if [ "$QUIET" = 0 ]; then
         tail -n +1 -F --pid="$vpid" "$OUTDIR/guest.log" 2>/dev/null &
         tpid=$!
     fi
+    boot_hung=0
+    while [ -z "$stopped" ] && kill -0 "$vpid" 2>/dev/null; do
+        if [ "$boot_hung" = 0 ] && [ ! -s "$OUTDIR/guest-start-uptime" ] \
+            && [ $(( $(date +%s) - astart )) -gt "$BOOT_TIMEOUT" ]; then
+            boot_hung=1
+            say "guest has not reached the script after ${BOOT_TIMEOUT}s: stopping this boot attempt"
+            kill -TERM "$vpid" 2>/dev/null || true
+        fi
+        sleep 1 & wait $! 2>/dev/null || true
+    done
     vrc=0
     wait "$vpid" || vrc=$?
+    # A signal may interrupt the wait above: wait for the VM to be gone.
+    while kill -0 "$vpid" 2>/dev/null; do wait "$vpid" || vrc=$?; done
+    vpid=""
     [ -z "$tpid" ] || wait "$tpid" 2>/dev/null || true
+    [ -z "$stopped" ] || break
     [ ! -s "$OUTDIR/guest-start-uptime" ] || break
     [ "$attempt" -lt "$tries" ] || break
     mv "$OUTDIR/console.log" "$OUTDIR/console-bootfail-$attempt.log"
     say "guest died before reaching the script (vng exit $vrc), boot attempt $attempt of $tries; console kept: $OUTDIR/console-bootfail-$attempt.log"
     grep -m2 -E 'Oops|BUG:|Kernel panic' "$OUTDIR/console-bootfail-$attempt.log" >&2 || true
 done
+trap - TERM INT HUP
 end=$(date +%s.%N)
 
 wall=$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.1f", b-a}')
@@ -106,7 +164,11 @@ if [ -s "$OUTDIR/rc" ]; then
     say "guest done: script exit $rc, wall ${wall}s (guest uptime at script start ${boot}s), results in $OUTDIR"
     exit "$rc"
 fi
-say "guest did not finish (vng exit $vrc: crash, panic or timeout after ${TIMEOUT}s); wall ${wall}s"
+if [ -n "$stopped" ]; then
+    say "guest stopped on $stopped (vng exit $vrc); wall ${wall}s"
+else
+    say "guest did not finish (vng exit $vrc: crash, panic or timeout after ${TIMEOUT}s); wall ${wall}s"
+fi
 say "console: $OUTDIR/console.log (last 40 lines follow)"
 tail -40 "$OUTDIR/console.log" >&2
 exit 125

@@ -135,9 +135,7 @@ impl Target for ThinTarget {
             return bio.kill();
         }
         // SAFETY: this target's `per_io_data_size` is `THIN_BIO_SIZE`.
-        unsafe {
-            bio.set_per_bio(ThinBio::new(self.dev_id))
-        };
+        unsafe { bio.set_per_bio(ThinBio::new(self.dev_id)) };
         let op = bio.op();
         if bio.is_flush_or_fua() || !matches!(op, Op::Read | Op::Write) {
             let (bio, mapped) = bio.defer();
