@@ -279,7 +279,10 @@ pub(crate) struct Pool {
     requeue_ids: RwSem<Vec<u64>>,
     mode: AtomicU8,
     suspended: AtomicBool,
-    commit_due: AtomicBool,
+    /// When the worker last committed (ns, `CLOCK_MONOTONIC`; upstream
+    /// `last_commit_jiffies`, which only the worker's commits and pool
+    /// creation set).
+    last_commit_ns: AtomicU64,
     requeue_retry: AtomicBool,
     low_water_triggered: AtomicBool,
     low_water_blocks: AtomicU64,
@@ -306,6 +309,11 @@ pub(crate) struct CreateError {
 /// -EOPNOTSUPP (not among the kernel crate's named codes in 6.12).
 pub(crate) fn eopnotsupp() -> kernel::error::Error {
     kernel::error::Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32))
+}
+
+/// Monotonic time in ns.
+fn now_ns() -> u64 {
+    u64::try_from(kernel::time::Ktime::ktime_get().to_ns()).unwrap_or(0)
 }
 
 fn pd_err(e: PdError) -> kernel::error::Error {
@@ -398,7 +406,7 @@ impl Pool {
             requeue_ids: RwSem::new(Vec::new(), LockClass::RequeueIds).map_err(alloc_fail)?,
             mode: AtomicU8::new(PoolMode::Write as u8),
             suspended: AtomicBool::new(true),
-            commit_due: AtomicBool::new(false),
+            last_commit_ns: AtomicU64::new(now_ns()),
             requeue_retry: AtomicBool::new(false),
             low_water_triggered: AtomicBool::new(false),
             low_water_blocks: AtomicU64::new(0),
@@ -837,7 +845,6 @@ impl Pool {
         self.resume_active_thins();
         self.low_water_triggered.store(false, Ordering::Release);
         self.suspended.store(false, Ordering::Release);
-        self.commit_due.store(true, Ordering::Release);
         self.worker.kick();
         self.worker.start_waker();
     }
@@ -1330,12 +1337,13 @@ impl Pool {
         }
     }
 
-    /// Commits for the bios waiting on it, or because a second passed
-    /// (upstream `process_deferred_bios`' commit part).
+    /// Commits for the bios waiting on it, or because the pool changed
+    /// and a commit period passed since the worker's last commit (upstream
+    /// `process_deferred_bios`' commit part and `need_commit_due_to_time`).
     fn process_commit(&self, ws: &mut WorkerState) {
-        let due = self.commit_due.swap(false, Ordering::AcqRel);
         if ws.flush_waiters.is_empty() && ws.completion_waiters.is_empty() {
-            if !due {
+            let since = now_ns().saturating_sub(self.last_commit_ns.load(Ordering::Acquire));
+            if since < u64::from(COMMIT_PERIOD_MS) * 1_000_000 {
                 return;
             }
             if !self.meta.read().pmd.pool_changed() {
@@ -1346,6 +1354,9 @@ impl Pool {
             let mut meta = self.meta.write();
             self.commit(&mut meta)
         };
+        if r.is_ok() {
+            self.last_commit_ns.store(now_ns(), Ordering::Release);
+        }
         let mut done = core::mem::replace(&mut ws.completion_waiters, BioList::new());
         while let Some(bio) = done.pop() {
             if r.is_err() {
@@ -1388,9 +1399,9 @@ impl WorkerOps for Pool {
         self.process_commit(&mut ws);
     }
 
-    fn tick(&self) {
-        self.commit_due.store(true, Ordering::Release);
-    }
+    /// The waker only runs the worker, which decides whether a commit is
+    /// due (upstream `do_waker`).
+    fn tick(&self) {}
 }
 
 impl HookedCompletion for Pool {

@@ -1146,23 +1146,31 @@ impl<B: BlockManager, H: CommitHook> PoolMetadata<B, H> {
     /// Commits, then takes a metadata snapshot (upstream
     /// `dm_pool_reserve_metadata_snap`).  [`Error::Busy`] if one is held.
     /// The held root reaches disk with the next commit.
+    ///
+    /// The steps are upstream's, in its order, because they decide where
+    /// later metadata blocks are allocated: commit, copy the superblock,
+    /// and only then refuse if a snapshot is held (the copy is given back,
+    /// but the commit and the allocation cursor have moved, as upstream).
     pub fn reserve_metadata_snap(&mut self) -> Result<()> {
         self.write_op()?;
-        if self.held_root != 0 {
-            return Err(Error::Busy);
-        }
         self.commit_transaction()?;
+        let held_root = self.held_root;
         let held = self.with_tm(|tm, _sm| {
             tm.inc(SUPERBLOCK_LOCATION)?;
-            let (mut copy, loc, inc) = match tm.shadow(SUPERBLOCK_LOCATION, &SB_VALIDATOR) {
-                Ok(x) => x,
-                Err(e) => {
-                    let _ = tm.dec(SUPERBLOCK_LOCATION);
-                    return Err(e);
-                }
-            };
+            let (mut copy, loc, inc) = tm.shadow(SUPERBLOCK_LOCATION, &SB_VALIDATOR)?;
             if !inc {
                 return Err(Error::Invalid);
+            }
+            if held_root != 0 {
+                drop(copy);
+                crate::env::log_error(
+                    LOG_PREFIX,
+                    format_args!(
+                        "Pool metadata snapshot already exists: release this before taking another."
+                    ),
+                );
+                tm.dec(loc)?;
+                return Err(Error::Busy);
             }
             let mut sb = Superblock::unpack(&copy);
             sb.data_sm_root = [0; SPACE_MAP_ROOT_SIZE];
@@ -1183,6 +1191,10 @@ impl<B: BlockManager, H: CommitHook> PoolMetadata<B, H> {
         self.write_op()?;
         let held = self.held_root;
         if held == 0 {
+            crate::env::log_error(
+                LOG_PREFIX,
+                format_args!("No pool metadata snapshot found: nothing to release."),
+            );
             return Err(Error::Invalid);
         }
         let sb = {
