@@ -1144,33 +1144,32 @@ impl<B: BlockManager, H: CommitHook> PoolMetadata<B, H> {
     // Metadata snapshot.
 
     /// Commits, then takes a metadata snapshot (upstream
-    /// `dm_pool_reserve_metadata_snap`).  [`Error::Busy`] if one is held.
-    /// The held root reaches disk with the next commit.
-    ///
-    /// The steps are upstream's, in its order, because they decide where
-    /// later metadata blocks are allocated: commit, copy the superblock,
-    /// and only then refuse if a snapshot is held (the copy is given back,
-    /// but the commit and the allocation cursor have moved, as upstream).
+    /// `dm_pool_reserve_metadata_snap`).  [`Error::Busy`] (and nothing
+    /// else happens) if one is held.  The held root reaches disk with the
+    /// next commit.
     pub fn reserve_metadata_snap(&mut self) -> Result<()> {
         self.write_op()?;
+        if self.held_root != 0 {
+            crate::env::log_error(
+                LOG_PREFIX,
+                format_args!(
+                    "Pool metadata snapshot already exists: release this before taking another."
+                ),
+            );
+            return Err(Error::Busy);
+        }
         self.commit_transaction()?;
-        let held_root = self.held_root;
         let held = self.with_tm(|tm, _sm| {
             tm.inc(SUPERBLOCK_LOCATION)?;
-            let (mut copy, loc, inc) = tm.shadow(SUPERBLOCK_LOCATION, &SB_VALIDATOR)?;
+            let (mut copy, loc, inc) = match tm.shadow(SUPERBLOCK_LOCATION, &SB_VALIDATOR) {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = tm.dec(SUPERBLOCK_LOCATION);
+                    return Err(e);
+                }
+            };
             if !inc {
                 return Err(Error::Invalid);
-            }
-            if held_root != 0 {
-                drop(copy);
-                crate::env::log_error(
-                    LOG_PREFIX,
-                    format_args!(
-                        "Pool metadata snapshot already exists: release this before taking another."
-                    ),
-                );
-                tm.dec(loc)?;
-                return Err(Error::Busy);
             }
             let mut sb = Superblock::unpack(&copy);
             sb.data_sm_root = [0; SPACE_MAP_ROOT_SIZE];

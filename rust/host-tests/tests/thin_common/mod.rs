@@ -412,15 +412,14 @@ impl Driver {
                 assert_models_eq(&live, &self.model, "after abort");
             }
             Op::Reserve => {
-                // reserve commits the current state first, also when it
-                // then refuses because a snapshot is held (upstream order).
-                self.pending = Some((self.model.clone(), self.held.clone()));
+                if self.held.is_none() {
+                    // reserve commits the current state first.
+                    self.pending = Some((self.model.clone(), None));
+                }
                 let r = Self::io(self.pmd.reserve_metadata_snap())?;
                 self.pending = None;
                 if self.held.is_some() {
                     self.expect(op, r, Err(Error::Busy));
-                    self.committed = self.model.clone();
-                    self.committed_held = self.held.clone();
                 } else {
                     self.expect(op, r, Ok(()));
                     self.committed = self.model.clone();
