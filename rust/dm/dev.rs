@@ -111,6 +111,12 @@ impl DmDev {
         name
     }
 
+    /// The device's `max_discard_sectors` (0: no discard support).
+    pub(crate) fn max_discard_sectors(&self) -> u32 {
+        // SAFETY: a held `dm_dev` has a valid `bdev` (type invariant).
+        unsafe { bindings::bdev_max_discard_sectors(self.bdev()) }
+    }
+
     /// The device as `major:minor`, as upstream prints it (`format_dev_t`).
     pub(crate) fn name(&self) -> DevName {
         DevName(self.dev_t())

@@ -138,6 +138,42 @@ impl TargetCtx<'_> {
     }
 }
 
+/// The queue limits dm core stacked for a device, handed to `io_hints`.
+pub(crate) struct QueueLimits<'a> {
+    l: &'a mut bindings::queue_limits,
+}
+
+impl QueueLimits<'_> {
+    /// `max_sectors`.
+    pub(crate) fn max_sectors(&self) -> u32 {
+        self.l.max_sectors
+    }
+    /// Sets `max_sectors`.
+    pub(crate) fn set_max_sectors(&mut self, v: u32) {
+        self.l.max_sectors = v;
+    }
+    /// `io_opt` in bytes.
+    pub(crate) fn io_opt(&self) -> u32 {
+        self.l.io_opt
+    }
+    /// Sets `io_min` (bytes).
+    pub(crate) fn set_io_min(&mut self, v: u32) {
+        self.l.io_min = v;
+    }
+    /// Sets `io_opt` (bytes).
+    pub(crate) fn set_io_opt(&mut self, v: u32) {
+        self.l.io_opt = v;
+    }
+    /// Sets `max_hw_discard_sectors`.
+    pub(crate) fn set_max_hw_discard_sectors(&mut self, v: u32) {
+        self.l.max_hw_discard_sectors = v;
+    }
+    /// Sets `discard_granularity` (bytes).
+    pub(crate) fn set_discard_granularity(&mut self, v: u32) {
+        self.l.discard_granularity = v;
+    }
+}
+
 /// A constructed target, for raising events and querying its suspend
 /// state (upstream keeps `pool->ti` for the same purpose).
 ///
@@ -288,6 +324,11 @@ pub(crate) trait Target: Sized + Send + Sync {
         kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
+    /// Adjusts the stacked queue limits of the device (`io_hints`).
+    fn io_hints(&self, _limits: &mut QueueLimits<'_>) {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
     /// A suspend was cancelled after `presuspend` (`presuspend_undo`).
     fn presuspend_undo(&self, _ti: TargetHandle) {
         kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
@@ -379,6 +420,11 @@ impl<T: Target> Registration<T> {
                 },
                 presuspend: if T::HAS_PRESUSPEND {
                     Some(presuspend_tramp::<T>)
+                } else {
+                    None
+                },
+                io_hints: if T::HAS_IO_HINTS {
+                    Some(io_hints_tramp::<T>)
                 } else {
                     None
                 },
@@ -617,4 +663,20 @@ unsafe extern "C" fn presuspend_undo_tramp<T: Target>(ti: *mut bindings::dm_targ
     // SAFETY: the target is constructed and not yet destroyed.
     let target = unsafe { target_of::<T>(ti) };
     target.presuspend_undo(TargetHandle { ti });
+}
+
+/// # Safety
+///
+/// Called by dm core for a constructed target with the limits being
+/// stacked for its device.
+unsafe extern "C" fn io_hints_tramp<T: Target>(
+    ti: *mut bindings::dm_target,
+    limits: *mut bindings::queue_limits,
+) {
+    // SAFETY: the target is constructed and not yet destroyed.
+    let target = unsafe { target_of::<T>(ti) };
+    // SAFETY: dm core hands a valid limits structure, ours for the call.
+    if let Some(l) = unsafe { limits.as_mut() } {
+        target.io_hints(&mut QueueLimits { l });
+    }
 }

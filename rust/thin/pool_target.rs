@@ -28,7 +28,9 @@ use crate::dm::bio::{MapBio, Mapped};
 use crate::dm::dev::{DmDev, Mode};
 use crate::dm::log::{self, Level};
 use crate::dm::status::StatusWriter;
-use crate::dm::target::{Callout, CtrError, StatusKind, Target, TargetCtx, TargetHandle};
+use crate::dm::target::{
+    Callout, CtrError, QueueLimits, StatusKind, Target, TargetCtx, TargetHandle,
+};
 use crate::pdata::error::Error as PdError;
 use crate::thin::table::{self, PoolFeatures, RequestedMode};
 
@@ -189,6 +191,42 @@ impl Target for PoolTarget {
         callout.call(&self.data_dev, 0, self.len)
     }
 
+    /// Upstream's `pool_io_hints`: I/O sizes matched to the block size,
+    /// and discard passdown turned off when the data device cannot take
+    /// it.
+    fn io_hints(&self, limits: &mut QueueLimits<'_>) {
+        let bs = self.pool.block_size;
+        let is_factor = |a: u32, b: u32| b != 0 && a % b == 0;
+        if limits.max_sectors() < bs {
+            let mut m = limits.max_sectors();
+            while m > 1 && !is_factor(bs, m) {
+                if m & (m - 1) == 0 {
+                    m -= 1;
+                }
+                // rounddown_pow_of_two
+                m = 1 << (31 - m.leading_zeros());
+            }
+            limits.set_max_sectors(m);
+        }
+        let io_opt_sectors = limits.io_opt() >> 9;
+        if io_opt_sectors < bs || !is_factor(io_opt_sectors, bs) {
+            if is_factor(bs, limits.max_sectors()) {
+                limits.set_io_min(limits.max_sectors() << 9);
+            } else {
+                limits.set_io_min(bs << 9);
+            }
+            limits.set_io_opt(bs << 9);
+        }
+        if self.requested.discard_enabled {
+            self.disable_discard_passdown_if_not_supported();
+            if !self.adjusted_passdown.load(Ordering::Acquire) {
+                limits.set_max_hw_discard_sectors(0);
+            }
+        } else {
+            limits.set_discard_granularity(0);
+        }
+    }
+
     /// Upstream's `pool_presuspend`.
     fn presuspend(&self, _ti: TargetHandle) {
         self.pool.presuspend();
@@ -234,6 +272,27 @@ impl Drop for PoolTarget {
 }
 
 impl PoolTarget {
+    /// Upstream's `disable_discard_passdown_if_not_supported`.
+    fn disable_discard_passdown_if_not_supported(&self) {
+        if !self.adjusted_passdown.load(Ordering::Acquire) {
+            return;
+        }
+        let max = self.data_dev.max_discard_sectors();
+        let reason = if max == 0 {
+            "discard unsupported"
+        } else if max < self.pool.block_size {
+            "max discard sectors smaller than a block"
+        } else {
+            return;
+        };
+        dm_warn!(
+            "Data device ({}) {}: Disabling discard passdown.",
+            self.data_dev.bdev_name(),
+            reason
+        );
+        self.adjusted_passdown.store(false, Ordering::Release);
+    }
+
     fn write_table(&self, out: &mut StatusWriter<'_>) -> core::fmt::Result {
         use core::fmt::Write;
         write!(
