@@ -81,7 +81,7 @@ rm -f "$OUTDIR/rc" "$OUTDIR/guest.log" "$OUTDIR/dmesg.txt" "$OUTDIR/guest-start-
 
 q() { printf '%q ' "$@"; }
 guest_env=()
-[ -z "${DMTHIN_KO:-}" ] || guest_env=(env "DMTHIN_KO=$(realpath "$DMTHIN_KO")")
+[ -z "${DMTHIN_KO:-}" ] || guest_env=(env "DMTHIN_KO=$(realpath -m "$DMTHIN_KO")")
 guest_cmd="$(q "${guest_env[@]}" bash "$REPO/qemu/guest-entry.sh" "$OUTDIR" "$SCRIPT" "$@")"
 
 # Shared directories: the --share ones, and OUTDIR unless it lies inside one.
@@ -141,8 +141,12 @@ for attempt in $(seq 1 "$tries"); do
     done
     vrc=0
     wait "$vpid" || vrc=$?
-    # A signal may interrupt the wait above: wait for the VM to be gone.
-    while kill -0 "$vpid" 2>/dev/null; do wait "$vpid" || vrc=$?; done
+    # A trapped signal interrupts `wait` (status > 128): wait for the VM to
+    # be gone.
+    while [ -n "$stopped" ] && [ "$vrc" -gt 128 ] && kill -0 "$vpid" 2>/dev/null; do
+        vrc=0
+        wait "$vpid" || vrc=$?
+    done
     vpid=""
     [ -z "$tpid" ] || wait "$tpid" 2>/dev/null || true
     [ -z "$stopped" ] || break
@@ -166,6 +170,8 @@ if [ -s "$OUTDIR/rc" ]; then
 fi
 if [ -n "$stopped" ]; then
     say "guest stopped on $stopped (vng exit $vrc); wall ${wall}s"
+elif [ "$boot_hung" = 1 ]; then
+    say "guest did not reach the script within ${BOOT_TIMEOUT}s (boot attempt $attempt of $tries); wall ${wall}s"
 else
     say "guest did not finish (vng exit $vrc: crash, panic or timeout after ${TIMEOUT}s); wall ${wall}s"
 fi
