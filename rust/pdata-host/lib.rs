@@ -28,3 +28,7 @@ pub mod table;
 /// `thin-pool` message parsing (pure, shared with the module).
 #[path = "../thin/message.rs"]
 pub mod message;
+
+/// The pool mode state machine (pure, shared with the module).
+#[path = "../thin/mode.rs"]
+pub mod mode;

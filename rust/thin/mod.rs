@@ -2,11 +2,12 @@
 
 //! The two targets: `thin-pool` ([`pool_target`]) and `thin`
 //! ([`thin_target`]), the pool object they share ([`pool`]) and the global
-//! table that finds it ([`registry`]), plus the pure parsing of table
-//! lines ([`table`]) and pool messages ([`message`]) shared with the host
-//! tests.
+//! table that finds it ([`registry`]), plus the pure code shared with the
+//! host tests: table lines ([`table`]), pool messages ([`message`]) and
+//! the pool mode state machine ([`mode`]).
 
 pub mod message;
+pub mod mode;
 pub(crate) mod pool;
 pub(crate) mod pool_target;
 pub(crate) mod registry;

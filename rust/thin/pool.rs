@@ -67,6 +67,8 @@ use crate::pdata::block_manager::{BlockManager, BLOCK_SECTORS};
 use crate::pdata::error::{Error as PdError, Result as PdResult};
 use crate::pdata::thin::committed::{CommitHook, Roots};
 use crate::pdata::thin::metadata::{OpenOptions, PoolMetadata, ThinDevice};
+pub(crate) use crate::thin::mode::PoolMode;
+use crate::thin::mode::{self, Unserviceable};
 use crate::thin::table::{PoolFeatures, RequestedMode};
 
 /// The most metadata sectors a pool uses (`THIN_METADATA_MAX_SECTORS`):
@@ -91,53 +93,6 @@ impl CommitHook for DataFlush {
 
     fn pre_commit(&self) -> PdResult<()> {
         self.data.flush().map_err(|_| PdError::Io)
-    }
-}
-
-/// Pool modes, in upstream's order (`enum pool_mode`): every mode from
-/// `OutOfMetadataSpace` on is read-only.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-#[repr(u8)]
-pub(crate) enum PoolMode {
-    /// Normal.
-    Write = 0,
-    /// No free data blocks: unserviceable bios queue or fail.
-    OutOfDataSpace = 1,
-    /// No free metadata blocks: read-only.
-    OutOfMetadataSpace = 2,
-    /// Read-only (requested, or after a metadata error).
-    ReadOnly = 3,
-    /// Metadata unusable: every bio fails.
-    Fail = 4,
-}
-
-impl PoolMode {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            0 => PoolMode::Write,
-            1 => PoolMode::OutOfDataSpace,
-            2 => PoolMode::OutOfMetadataSpace,
-            3 => PoolMode::ReadOnly,
-            _ => PoolMode::Fail,
-        }
-    }
-
-    /// The status word (`pool_status`).
-    pub(crate) fn status_word(self) -> &'static str {
-        match self {
-            PoolMode::Write => "rw",
-            PoolMode::OutOfDataSpace => "out_of_data_space",
-            _ => "ro",
-        }
-    }
-
-    fn description(self) -> &'static str {
-        match self {
-            PoolMode::Write => "write",
-            PoolMode::OutOfDataSpace => "out-of-data-space",
-            PoolMode::OutOfMetadataSpace | PoolMode::ReadOnly => "read-only",
-            PoolMode::Fail => "fail",
-        }
     }
 }
 
@@ -985,26 +940,27 @@ impl Pool {
 
     /// Upstream `should_error_unserviceable_bio` + `handle_unserviceable_bio`.
     fn unserviceable(&self, ws: &mut WorkerState, bio: Bio) {
-        match self.mode() {
-            PoolMode::Write => {
-                log::print(
-                    Level::Err,
-                    c"thin",
-                    format_args!("bio unserviceable, yet pool is in PM_WRITE mode"),
-                );
-                bio.end(Status::IoErr);
-            }
-            PoolMode::OutOfDataSpace => {
+        let m = self.mode();
+        match mode::unserviceable(m, self.error_if_no_space.load(Ordering::Acquire)) {
+            Unserviceable::Queue => {
                 let dev_id = Self::dev_of(&bio);
-                if self.error_if_no_space.load(Ordering::Acquire) {
-                    bio.end(Status::NoSpace);
-                } else if self.requeue_ids.read().iter().any(|&i| i == dev_id) {
+                if self.requeue_ids.read().iter().any(|&i| i == dev_id) {
                     bio.end(Status::Requeue);
                 } else {
                     ws.retry.push(bio);
                 }
             }
-            _ => bio.end(Status::IoErr),
+            Unserviceable::NoSpace => bio.end(Status::NoSpace),
+            Unserviceable::IoError => {
+                if m == PoolMode::Write {
+                    log::print(
+                        Level::Err,
+                        c"thin",
+                        format_args!("bio unserviceable, yet pool is in PM_WRITE mode"),
+                    );
+                }
+                bio.end(Status::IoErr);
+            }
         }
     }
 

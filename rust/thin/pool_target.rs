@@ -143,7 +143,7 @@ impl Target for PoolTarget {
     /// Upstream's `pool_message`.
     fn message(&self, args: &Args<'_>, _out: &mut StatusWriter<'_>) -> Result {
         let pool = &*self.pool;
-        if pool.mode() >= PoolMode::OutOfMetadataSpace {
+        if pool.mode().refuses_messages() {
             log::print(
                 Level::Err,
                 c"thin",
