@@ -25,6 +25,35 @@
 #include <linux/spinlock.h>
 #include <linux/workqueue.h>
 
+struct dmthin_worker;
+struct dmthin_bioq;
+
+/* The interface Rust calls (declared again in rust/dm/glue.rs). */
+struct dmthin_worker *dmthin_worker_create(const char *name,
+					   unsigned int period_ms,
+					   void (*run)(void *),
+					   void (*tick)(void *));
+void dmthin_worker_set_data(struct dmthin_worker *w, void *data);
+void dmthin_worker_kick(struct dmthin_worker *w);
+void dmthin_worker_start_waker(struct dmthin_worker *w);
+void dmthin_worker_stop_waker(struct dmthin_worker *w);
+void dmthin_worker_drain(struct dmthin_worker *w);
+void dmthin_worker_destroy(struct dmthin_worker *w);
+struct dmthin_bioq *dmthin_bioq_create(void);
+void dmthin_bioq_destroy(struct dmthin_bioq *q);
+void dmthin_bioq_push(struct dmthin_bioq *q, struct bio *bio);
+struct bio *dmthin_bioq_take(struct dmthin_bioq *q);
+bool dmthin_bioq_empty(struct dmthin_bioq *q);
+struct rw_semaphore *dmthin_rwsem_create(unsigned int class);
+void dmthin_rwsem_destroy(struct rw_semaphore *s);
+void dmthin_down_read(struct rw_semaphore *s);
+int dmthin_down_read_trylock(struct rw_semaphore *s);
+void dmthin_up_read(struct rw_semaphore *s);
+void dmthin_down_write(struct rw_semaphore *s);
+void dmthin_up_write(struct rw_semaphore *s);
+void dmthin_pool_table_lock(void);
+void dmthin_pool_table_unlock(void);
+
 /* ------------------------------------------------------------------ */
 /* Worker */
 
