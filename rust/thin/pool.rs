@@ -1226,13 +1226,24 @@ impl Pool {
                 p.waiters.fail(Status::IoErr);
                 continue;
             }
-            let mut waiters = p.waiters;
-            while let Some(mut bio) = waiters.pop() {
-                self.remap(&mut bio, p.data_block);
-                match meta.thin(p.dev_id) {
-                    Some(td) => self.issue(ws, &meta, td, bio),
-                    None => bio.end(Status::IoErr),
-                }
+            self.issue_waiters(ws, &meta, p.dev_id, p.data_block, p.waiters);
+        }
+    }
+
+    /// Issues the bios that waited for a provision, now mapped to `block`.
+    fn issue_waiters(
+        &self,
+        ws: &mut WorkerState,
+        meta: &MetaState,
+        dev_id: u64,
+        block: u64,
+        mut waiters: BioList,
+    ) {
+        while let Some(mut bio) = waiters.pop() {
+            self.remap(&mut bio, block);
+            match meta.thin(dev_id) {
+                Some(td) => self.issue(ws, meta, td, bio),
+                None => bio.end(Status::IoErr),
             }
         }
     }
@@ -1282,14 +1293,7 @@ impl Pool {
                 }
                 _ => bio.end_as_is(),
             }
-            let mut waiters = p.waiters;
-            while let Some(mut w) = waiters.pop() {
-                self.remap(&mut w, p.data_block);
-                match meta.thin(p.dev_id) {
-                    Some(td) => self.issue(ws, &meta, td, w),
-                    None => w.end(Status::IoErr),
-                }
-            }
+            self.issue_waiters(ws, &meta, p.dev_id, p.data_block, p.waiters);
         }
     }
 
