@@ -259,6 +259,10 @@ pub(crate) struct Bio {
 // SAFETY: a bio owned by a target may be completed or submitted from any
 // thread.
 unsafe impl Send for Bio {}
+// SAFETY: through `&Bio` only the bio's fields are read (every method that
+// changes the bio takes `&mut self` or `self`), and the owner does not
+// change it meanwhile.
+unsafe impl Sync for Bio {}
 
 // SAFETY: `bio` is valid while owned (type invariant).
 unsafe impl BioInfo for Bio {
@@ -339,7 +343,25 @@ impl Bio {
     ///
     /// `slot` must point to a `HookSlot` inside this bio's per-bio data,
     /// suitably aligned, and `owner` must stay alive until `io_done` ran.
-    pub(crate) unsafe fn submit_hooked<H: HookedCompletion>(self, slot: *mut HookSlot, owner: &H) {
+    pub(crate) unsafe fn submit_hooked<H: HookedCompletion>(
+        mut self,
+        slot: *mut HookSlot,
+        owner: &H,
+    ) {
+        // SAFETY: the caller's contract is `set_hook`'s.
+        unsafe { self.set_hook(slot, owner) };
+        self.submit();
+    }
+
+    /// Installs a completion hook without submitting: however the bio
+    /// ends from now on (its I/O, or [`Bio::end`] on an error path),
+    /// `owner.io_done` gets it back first.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Bio::submit_hooked`]; a hook is installed at most once
+    /// before the bio ends.
+    pub(crate) unsafe fn set_hook<H: HookedCompletion>(&mut self, slot: *mut HookSlot, owner: &H) {
         let p = self.raw();
         // SAFETY: `slot` is valid for writes (caller); the bio is ours.
         unsafe {
@@ -352,7 +374,6 @@ impl Bio {
             (*p).bi_end_io = Some(hooked_endio);
             (*p).bi_private = slot.cast();
         }
-        self.submit();
     }
 
     /// Whether the bio's I/O failed (its status is not OK).

@@ -14,6 +14,8 @@
  * - bio queue: a bio_list behind an IRQ-safe spinlock (bios are queued
  *   from map and from completion context);
  * - rwsem: a reader/writer semaphore with try-lock for readers;
+ * - deferred set: counts of in-flight I/O by generation behind an
+ *   IRQ-safe spinlock (upstream's dm_deferred_set, without work lists);
  * - the global pool table lock (a statically initialised mutex).
  */
 
@@ -27,6 +29,7 @@
 
 struct dmthin_worker;
 struct dmthin_bioq;
+struct dmthin_dset;
 
 /* The interface Rust calls (declared again in rust/dm/glue.rs). */
 struct dmthin_worker *dmthin_worker_create(const char *name,
@@ -53,6 +56,12 @@ void dmthin_down_write(struct rw_semaphore *s);
 void dmthin_up_write(struct rw_semaphore *s);
 void dmthin_pool_table_lock(void);
 void dmthin_pool_table_unlock(void);
+struct dmthin_dset *dmthin_dset_create(void);
+void dmthin_dset_destroy(struct dmthin_dset *d);
+u64 dmthin_dset_inc(struct dmthin_dset *d);
+bool dmthin_dset_dec(struct dmthin_dset *d, u64 gen);
+bool dmthin_dset_barrier(struct dmthin_dset *d, u64 *gen);
+bool dmthin_dset_passed(struct dmthin_dset *d, u64 gen);
 
 /* ------------------------------------------------------------------ */
 /* Worker */
@@ -211,7 +220,7 @@ bool dmthin_bioq_empty(struct dmthin_bioq *q)
 static struct lock_class_key dmthin_rwsem_keys[DMTHIN_RWSEM_CLASSES];
 static const char *const dmthin_rwsem_names[DMTHIN_RWSEM_CLASSES] = {
 	"dm_thin_rs:worker_state", "dm_thin_rs:metadata", "dm_thin_rs:bound",
-	"dm_thin_rs:zero_done", "dm_thin_rs:active_thins", "dm_thin_rs:requeue_ids",
+	"dm_thin_rs:jobs_done", "dm_thin_rs:active_thins", "dm_thin_rs:requeue_ids",
 	"dm_thin_rs:class6", "dm_thin_rs:class7",
 };
 
@@ -270,4 +279,111 @@ void dmthin_pool_table_lock(void)
 void dmthin_pool_table_unlock(void)
 {
 	mutex_unlock(&dmthin_pool_table_mutex);
+}
+
+/* ------------------------------------------------------------------ */
+/* Deferred set */
+
+/*
+ * In-flight I/O counted by generation (upstream's dm_deferred_set, whose
+ * work lists are replaced by the caller polling dmthin_dset_passed: the
+ * pool's worker rechecks when dmthin_dset_dec says the oldest generation
+ * moved).  Generations [oldest, current] occupy slots gen % SIZE; every
+ * generation older than `oldest` has no I/O left, and when oldest <
+ * current, generation `oldest` still has some.
+ */
+#define DMTHIN_DSET_SIZE 64
+
+struct dmthin_dset {
+	spinlock_t lock;
+	u64 current_gen;
+	u64 oldest;
+	unsigned int count[DMTHIN_DSET_SIZE];
+};
+
+struct dmthin_dset *dmthin_dset_create(void)
+{
+	struct dmthin_dset *d = kzalloc(sizeof(*d), GFP_KERNEL);
+
+	if (d)
+		spin_lock_init(&d->lock);
+	return d;
+}
+
+void dmthin_dset_destroy(struct dmthin_dset *d)
+{
+	kfree(d);
+}
+
+/* One more I/O in the current generation, which is returned. */
+u64 dmthin_dset_inc(struct dmthin_dset *d)
+{
+	unsigned long flags;
+	u64 gen;
+
+	spin_lock_irqsave(&d->lock, flags);
+	gen = d->current_gen;
+	d->count[gen % DMTHIN_DSET_SIZE]++;
+	spin_unlock_irqrestore(&d->lock, flags);
+	return gen;
+}
+
+/* An I/O of generation `gen` finished; true if the oldest generation moved. */
+bool dmthin_dset_dec(struct dmthin_dset *d, u64 gen)
+{
+	unsigned long flags;
+	bool moved = false;
+	unsigned int *c;
+
+	spin_lock_irqsave(&d->lock, flags);
+	c = &d->count[gen % DMTHIN_DSET_SIZE];
+	if (!WARN_ON_ONCE(*c == 0))
+		(*c)--;
+	while (d->oldest < d->current_gen &&
+	       d->count[d->oldest % DMTHIN_DSET_SIZE] == 0) {
+		d->oldest++;
+		moved = true;
+	}
+	if (d->oldest == d->current_gen && *c == 0 && gen == d->oldest)
+		moved = true;
+	spin_unlock_irqrestore(&d->lock, flags);
+	return moved;
+}
+
+/*
+ * A barrier after every I/O counted so far.  Returns false when none is in
+ * flight (nothing to wait for); otherwise sets *gen to the generation to
+ * wait for (dmthin_dset_passed) and starts a new generation if a slot is
+ * free (if not, later I/O joins the barrier's generation: waiting longer,
+ * never shorter).
+ */
+bool dmthin_dset_barrier(struct dmthin_dset *d, u64 *gen)
+{
+	unsigned long flags;
+	bool wait = true;
+
+	spin_lock_irqsave(&d->lock, flags);
+	if (d->oldest == d->current_gen &&
+	    d->count[d->current_gen % DMTHIN_DSET_SIZE] == 0) {
+		wait = false;
+	} else {
+		*gen = d->current_gen;
+		if (d->current_gen + 1 - d->oldest < DMTHIN_DSET_SIZE)
+			d->current_gen++;
+	}
+	spin_unlock_irqrestore(&d->lock, flags);
+	return wait;
+}
+
+/* Whether every I/O of generation `gen` and older finished. */
+bool dmthin_dset_passed(struct dmthin_dset *d, u64 gen)
+{
+	unsigned long flags;
+	bool passed;
+
+	spin_lock_irqsave(&d->lock, flags);
+	passed = d->oldest > gen ||
+		 (d->oldest == gen && d->count[gen % DMTHIN_DSET_SIZE] == 0);
+	spin_unlock_irqrestore(&d->lock, flags);
+	return passed;
 }

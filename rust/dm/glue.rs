@@ -2,9 +2,10 @@
 
 //! Declarations of the C glue linked into the module (`rust/dm/glue.c`):
 //! objects allocated and initialised in C (workqueue worker, IRQ-safe bio
-//! queue, rwsem, the pool table mutex), handed to Rust as opaque pointers.
-//! Only the safe wrappers in this directory call these.  Bios cross as
-//! `void *` (`struct bio` embeds a type Rust deems not FFI-safe).
+//! queue, rwsem, the pool table mutex, the deferred set), handed to Rust
+//! as opaque pointers.  Only the safe wrappers in this directory call
+//! these.  Bios cross as `void *` (`struct bio` embeds a type Rust deems
+//! not FFI-safe).
 
 use kernel::bindings;
 use kernel::ffi::{c_char, c_int, c_uint, c_void};
@@ -12,6 +13,12 @@ use kernel::ffi::{c_char, c_int, c_uint, c_void};
 /// `struct dmthin_worker` (opaque).
 #[repr(C)]
 pub(crate) struct DmthinWorker {
+    _opaque: [u8; 0],
+}
+
+/// `struct dmthin_dset` (opaque).
+#[repr(C)]
+pub(crate) struct DmthinDset {
     _opaque: [u8; 0],
 }
 
@@ -50,4 +57,11 @@ extern "C" {
 
     pub(crate) fn dmthin_pool_table_lock();
     pub(crate) fn dmthin_pool_table_unlock();
+
+    pub(crate) fn dmthin_dset_create() -> *mut DmthinDset;
+    pub(crate) fn dmthin_dset_destroy(d: *mut DmthinDset);
+    pub(crate) fn dmthin_dset_inc(d: *mut DmthinDset) -> u64;
+    pub(crate) fn dmthin_dset_dec(d: *mut DmthinDset, gen: u64) -> bool;
+    pub(crate) fn dmthin_dset_barrier(d: *mut DmthinDset, gen: *mut u64) -> bool;
+    pub(crate) fn dmthin_dset_passed(d: *mut DmthinDset, gen: u64) -> bool;
 }

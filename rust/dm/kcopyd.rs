@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! A dm-kcopyd client ([`Kcopyd`]) for zeroing data blocks
-//! (`dm_kcopyd_zero`).  A job's context is a boxed [`KcopydJob`] whose
+//! (`dm_kcopyd_zero`) and copying them (`dm_kcopyd_copy`, copy-on-write).  A job's context is a boxed [`KcopydJob`] whose
 //! ownership passes to kcopyd with the request and comes back, exactly
 //! once, to [`KcopydJob::done`] in kcopyd's completion context (a
 //! workqueue: process context, must not wait for the pool's own I/O).
@@ -39,7 +39,7 @@ unsafe extern "C" fn done_tramp<J: KcopydJob>(
     write_err: c_ulong,
     context: *mut c_void,
 ) {
-    // SAFETY: `context` is the box leaked in `zero`, given back exactly
+    // SAFETY: `context` is the box leaked in `zero`/`copy`, given back exactly
     // once by kcopyd.
     let job = unsafe { KBox::from_raw(context.cast::<J>()) };
     job.done(read_err == 0 && write_err == 0);
@@ -69,6 +69,44 @@ impl Kcopyd {
         // The caller keeps `dev` open until `done` (the pool outlives its
         // jobs: it drains kcopyd before closing its devices).
         unsafe { bindings::dm_kcopyd_zero(self.kc, 1, &mut region, 0, Some(done_tramp::<J>), ctx) };
+    }
+
+    /// Copies `count` sectors from `sector` of `from` to `to_sector` of
+    /// `to`; `job.done` runs when it finished.
+    pub(crate) fn copy<J: KcopydJob>(
+        &self,
+        from: &Bdev,
+        sector: u64,
+        to: &Bdev,
+        to_sector: u64,
+        count: u64,
+        job: KBox<J>,
+    ) {
+        let mut src = bindings::dm_io_region {
+            bdev: from.as_ptr(),
+            sector,
+            count,
+        };
+        let mut dst = bindings::dm_io_region {
+            bdev: to.as_ptr(),
+            sector: to_sector,
+            count,
+        };
+        let ctx = KBox::into_raw(job).cast::<c_void>();
+        // SAFETY: the client is live; the regions are read during the call;
+        // `ctx` is reclaimed by `done_tramp::<J>`, which kcopyd calls once.
+        // The caller keeps both devices open until `done` (as for `zero`).
+        unsafe {
+            bindings::dm_kcopyd_copy(
+                self.kc,
+                &mut src,
+                1,
+                &mut dst,
+                0,
+                Some(done_tramp::<J>),
+                ctx,
+            )
+        };
     }
 }
 

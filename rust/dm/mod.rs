@@ -17,7 +17,8 @@
 //! - [`bdev`]: block devices the module holds open itself (the pool's);
 //! - [`sync`]: a reader/writer semaphore with try-read, and the pool table
 //!   lock; [`worker`]: an ordered workqueue with a periodic waker;
-//!   [`kcopyd`]: block zeroing through dm-kcopyd; all over `glue.c`, the C
+//!   [`kcopyd`]: block zeroing and copying through dm-kcopyd; [`dset`]:
+//!   in-flight I/O counted by generation; all over `glue.c`, the C
 //!   object linked into the module for what has no Rust binding.
 
 #[macro_use]
@@ -27,6 +28,7 @@ pub(crate) mod bdev;
 pub(crate) mod bio;
 pub(crate) mod bufio;
 pub(crate) mod dev;
+pub(crate) mod dset;
 mod glue;
 pub(crate) mod kcopyd;
 pub(crate) mod status;

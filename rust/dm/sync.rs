@@ -28,8 +28,8 @@ pub(crate) enum LockClass {
     Metadata = 1,
     /// A pool's bound table.
     Bound = 2,
-    /// A pool's finished zeroing jobs (a leaf).
-    ZeroDone = 3,
+    /// A pool's finished kcopyd jobs (a leaf).
+    JobsDone = 3,
     /// A pool's list of active thin tables (taken alone, by table hooks
     /// and the worker).
     ActiveThins = 4,

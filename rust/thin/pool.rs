@@ -23,7 +23,7 @@
 //! 2. `meta` (the metadata and the open thin devices): written by the
 //!    worker, messages, table hooks; try-read in `map`;
 //! 3. `bound` (the bound pool target and its table's features);
-//! 4. `zero_done` (finished zeroing jobs), a leaf; `requeue_ids` (thins
+//! 4. `jobs_done` (finished kcopyd jobs), a leaf; `requeue_ids` (thins
 //!    in a noflush suspend), a leaf, never held while taking `ws`.
 //!
 //! `active` (the active thin tables) is taken alone, by table hooks only,
@@ -39,11 +39,18 @@
 //! unshared blocks itself, looking them up in the *current* transaction
 //! under a try-read of `meta` with cache-only metadata reads; it defers
 //! everything else (unmapped writes, flush/FUA bios, cache misses, lock
-//! contention) to the worker.  The worker provisions a block by
-//! allocating it, zeroing it with dm-kcopyd (unless `skip_block_zeroing`),
-//! and only then inserting the mapping and issuing the bios that waited
-//! for it; a second bio for a block being provisioned waits for the
-//! first.  Flush/FUA bios to a thin that changed in this transaction wait
+//! contention, every bio to a shared block) to the worker.  The worker
+//! provisions a block by allocating it, zeroing it with dm-kcopyd (unless
+//! `skip_block_zeroing`) or, to break sharing, copying the shared block
+//! into it, and only then inserting the mapping and issuing the bios that
+//! waited for it; a write covering the whole block goes straight to the
+//! new block instead.  A second bio for a block being provisioned waits
+//! for the first.  Reads of shared blocks are counted in a
+//! [`DeferredSet`]: a mapping that breaks sharing is inserted only after
+//! every shared read issued before the copy began has finished (upstream's
+//! `shared_read_ds`), so that once the other device owns the old block
+//! alone and writes it in place, no read through this device can still
+//! return that data.  Flush/FUA bios to a thin that changed in this transaction wait
 //! for a commit (data device flushed first by the metadata's pre-commit
 //! step).  A worker tick every second commits a changed pool.
 
@@ -57,6 +64,7 @@ use crate::dm::bdev::Bdev;
 use crate::dm::bio::{Bio, BioInfo, BioList, BioQueue, HookSlot, HookedCompletion, Op, Status};
 use crate::dm::bufio::BufioBm;
 use crate::dm::dev::MappedDevice;
+use crate::dm::dset::DeferredSet;
 use crate::dm::kcopyd::{Kcopyd, KcopydJob};
 use crate::dm::log::{self, Level};
 use crate::dm::sync::{LockClass, RwSem};
@@ -140,14 +148,23 @@ struct Bound {
     len: u64,
 }
 
-/// A block being provisioned: zeroing is in flight; bios for the same
-/// virtual block wait here until the mapping is inserted.
+/// A block being provisioned (upstream `dm_thin_new_mapping` and its
+/// virtual cell): zeroing, copying or a whole-block write is in flight;
+/// bios for the same virtual block wait here until the mapping is
+/// inserted.
 struct Provision {
     id: u64,
     dev_id: u64,
     vblock: u64,
     data_block: u64,
     waiters: BioList,
+    /// When breaking sharing: the shared-read generation that must have
+    /// finished before the mapping changes.
+    quiesce: Option<u64>,
+    /// The preparing I/O finished: whether it succeeded.
+    prepared: Option<bool>,
+    /// The whole-block write, back from its I/O, ended after the insert.
+    overwrite: Option<Bio>,
 }
 
 /// The worker's own state.
@@ -170,17 +187,29 @@ struct ActiveThin {
     md: MdRef,
 }
 
-/// The per-bio data of a thin bio: which thin device it is for, and, for
-/// a write that provisions a whole block, its provision and completion
-/// hook.
+/// What a thin bio's completion hook is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+enum Hooked {
+    /// No hook.
+    None = 0,
+    /// A whole-block write to a new block (`arg`: its provision id).
+    Overwrite = 1,
+    /// A read of a shared block (`arg`: its shared-read generation).
+    SharedRead = 2,
+}
+
+/// The per-bio data of a thin bio: which thin device it is for, and its
+/// completion hook when the pool needs to see it finish.
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub(crate) struct ThinBio {
     /// The thin device id.
     pub(crate) dev_id: u64,
-    /// The provision a whole-block write belongs to.
-    provision: u64,
-    /// Completion hook of a whole-block write.
+    hooked: Hooked,
+    /// See [`Hooked`].
+    arg: u64,
+    /// The completion hook.
     hook: HookSlot,
 }
 
@@ -189,7 +218,8 @@ impl ThinBio {
     pub(crate) const fn new(dev_id: u64) -> Self {
         ThinBio {
             dev_id,
-            provision: 0,
+            hooked: Hooked::None,
+            arg: 0,
             hook: HookSlot::new(),
         }
     }
@@ -202,7 +232,7 @@ const _: () = assert!(core::mem::size_of::<ThinBio>() % 8 == 0);
 pub(crate) const THIN_BIO_SIZE: usize = core::mem::size_of::<ThinBio>();
 
 /// The pool object.  Field order matters for drop: the kcopyd client is
-/// destroyed first (it waits for every zeroing job, whose completion
+/// destroyed first (it waits for every kcopyd job, whose completion
 /// touches the pool and kicks the worker), then the worker (drains it).
 pub(crate) struct Pool {
     kcopyd: Kcopyd,
@@ -220,9 +250,15 @@ pub(crate) struct Pool {
     pub(crate) meta: RwSem<MetaState>,
     ws: RwSem<WorkerState>,
     bound: RwSem<Bound>,
-    zero_done: RwSem<Vec<(u64, bool)>>,
-    /// Zeroing jobs issued and not yet drained from `zero_done`.
-    zero_outstanding: AtomicU64,
+    /// Finished kcopyd jobs (zeroing, copying): provision id, success.
+    jobs_done: RwSem<Vec<(u64, bool)>>,
+    /// Kcopyd jobs issued and not yet drained from `jobs_done`.
+    jobs_outstanding: AtomicU64,
+    /// Reads of shared blocks in flight (upstream `shared_read_ds`).
+    shared_reads: DeferredSet,
+    /// Provisions waiting for shared reads to finish (a finished shared
+    /// read wakes the worker only when some are).
+    quiescing: AtomicU64,
     /// Thin bios deferred from `map`.
     pub(crate) deferred: BioQueue,
     /// Whole-block writes to new blocks whose I/O finished.
@@ -353,8 +389,10 @@ impl Pool {
                 LockClass::Bound,
             )
             .map_err(alloc_fail)?,
-            zero_done: RwSem::new(Vec::new(), LockClass::ZeroDone).map_err(alloc_fail)?,
-            zero_outstanding: AtomicU64::new(0),
+            jobs_done: RwSem::new(Vec::new(), LockClass::JobsDone).map_err(alloc_fail)?,
+            jobs_outstanding: AtomicU64::new(0),
+            shared_reads: DeferredSet::new().map_err(alloc_fail)?,
+            quiescing: AtomicU64::new(0),
             deferred: BioQueue::new().map_err(alloc_fail)?,
             overwrites_done: BioQueue::new().map_err(alloc_fail)?,
             active: RwSem::new(Vec::new(), LockClass::ActiveThins).map_err(alloc_fail)?,
@@ -1026,30 +1064,27 @@ impl Pool {
             return;
         };
         match meta.pmd.lookup(td, vblock) {
-            Ok(l) if !l.shared || op == Op::Read => {
+            Ok(l) if !l.shared => {
                 let mut bio = bio;
                 self.remap(&mut bio, l.block);
                 self.issue(ws, &meta, td, bio);
             }
-            Ok(_) => {
+            Ok(l) if op == Op::Read => {
+                // Upstream `process_shared_bio`'s read side: counted until
+                // it finishes, so that breaking this sharing waits for it.
+                let mut bio = bio;
+                self.remap(&mut bio, l.block);
+                self.count_shared_read(&mut bio);
+                self.issue(ws, &meta, td, bio);
+            }
+            Ok(l) => {
                 drop(meta);
                 if mode != PoolMode::Write && mode != PoolMode::OutOfDataSpace {
                     self.unserviceable(ws, bio);
                     return;
                 }
-                // Copy-on-write is not implemented yet: refuse the write so
-                // the other device never sees this one's data change.
-                log::print(
-                    Level::Err,
-                    c"thin",
-                    format_args!(
-                        "{}: write to a shared block (device {}, block {}) refused: copy-on-write is not implemented yet",
-                        self.name(),
-                        dev_id,
-                        vblock
-                    ),
-                );
-                bio.end(Status::IoErr);
+                // Upstream `break_sharing`.
+                self.provision(ws, dev_id, vblock, Some(l.block), bio);
             }
             Err(PdError::NotFound) => {
                 drop(meta);
@@ -1058,7 +1093,7 @@ impl Pool {
                 } else if mode != PoolMode::Write {
                     self.unserviceable(ws, bio);
                 } else {
-                    self.provision(ws, dev_id, vblock, bio);
+                    self.provision(ws, dev_id, vblock, None, bio);
                 }
             }
             Err(e) => {
@@ -1075,8 +1110,32 @@ impl Pool {
         }
     }
 
-    /// Upstream `provision_block`.
-    fn provision(&self, ws: &mut WorkerState, dev_id: u64, vblock: u64, bio: Bio) {
+    /// Counts a read of a shared block in `shared_reads` until it ends
+    /// (however it ends: the hook is installed before it is issued).
+    fn count_shared_read(&self, bio: &mut Bio) {
+        let gen = self.shared_reads.inc();
+        // SAFETY: the bio is a thin bio whose per-bio data is a `ThinBio`
+        // (`THIN_BIO_SIZE` bytes, 8-byte aligned by dm core and by its
+        // layout), not hooked yet; the pool outlives the I/O (the thin
+        // holds a reference on it while its bio is in flight).
+        unsafe {
+            let pb = bio.per_bio_ptr::<ThinBio>();
+            (*pb).hooked = Hooked::SharedRead;
+            (*pb).arg = gen;
+            bio.set_hook(core::ptr::addr_of_mut!((*pb).hook), self);
+        }
+    }
+
+    /// Upstream `provision_block` (`origin` `None`) and `break_sharing`
+    /// (`origin`: the shared data block the virtual block maps to now).
+    fn provision(
+        &self,
+        ws: &mut WorkerState,
+        dev_id: u64,
+        vblock: u64,
+        origin: Option<u64>,
+        bio: Bio,
+    ) {
         let mut meta = self.meta.write();
         let block = match self.alloc_data_block(&mut meta) {
             Ok(b) => b,
@@ -1086,11 +1145,17 @@ impl Pool {
                 return;
             }
             Err(e) => {
+                let func = if origin.is_some() {
+                    "break_sharing"
+                } else {
+                    "provision_block"
+                };
                 log::print(
                     Level::Err,
                     c"thin",
                     format_args!(
-                        "provision_block: alloc_data_block() failed: error = {}",
+                        "{}: alloc_data_block() failed: error = {}",
+                        func,
                         -e.errno()
                     ),
                 );
@@ -1098,7 +1163,7 @@ impl Pool {
                 return;
             }
         };
-        if !self.zero_new_blocks.load(Ordering::Acquire) {
+        if origin.is_none() && !self.zero_new_blocks.load(Ordering::Acquire) {
             let r = meta.insert(dev_id, vblock, block);
             if let Err(e) = r {
                 self.metadata_operation_failed(&mut meta, "dm_thin_insert_block", e);
@@ -1114,69 +1179,98 @@ impl Pool {
             return;
         }
         drop(meta);
-        let id = ws.next_id;
-        ws.next_id = ws.next_id.wrapping_add(1);
-        if u64::from(bio.size()) == u64::from(self.block_size) << 9 {
-            // The write covers the whole block: no zeroing; the write goes
-            // to the new block and the mapping is inserted when it is done
-            // (upstream `schedule_zero` with `io_overwrites_block`).
-            if ws.provisions.try_reserve(1).is_err() {
-                self.release_block(block);
-                bio.end(Status::IoErr);
-                return;
+        let whole = u64::from(bio.size()) == u64::from(self.block_size) << 9;
+        // Reserve everything first, so that nothing can fail once the I/O
+        // is under way.
+        let job = if whole {
+            None
+        } else {
+            let outstanding = self.jobs_outstanding.load(Ordering::Acquire);
+            let reserved = {
+                let mut done = self.jobs_done.write();
+                let need = usize::try_from(outstanding)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1)
+                    .saturating_sub(done.len());
+                done.try_reserve(need).is_ok()
+            };
+            match KBox::new(PrepareJob { pool: self, id: 0 }, GFP_NOIO) {
+                Ok(j) if reserved => Some(j),
+                _ => {
+                    self.release_block(block);
+                    bio.end(Status::IoErr);
+                    return;
+                }
             }
-            // Room was reserved above: this cannot fail.
-            let _ = ws.provisions.try_push(Provision {
-                id,
-                dev_id,
-                vblock,
-                data_block: block,
-                waiters: BioList::new(),
-            });
-            let mut bio = bio;
-            self.remap(&mut bio, block);
-            // SAFETY: the bio is a thin bio whose per-bio data is a
-            // `ThinBio` (`THIN_BIO_SIZE` bytes, 8-byte aligned by dm core
-            // and by its layout); the pool outlives the I/O (the thin holds
-            // a reference on it while its bio is in flight).
-            unsafe {
-                let pb = bio.per_bio_ptr::<ThinBio>();
-                (*pb).provision = id;
-                bio.submit_hooked(core::ptr::addr_of_mut!((*pb).hook), self);
-            }
+        };
+        if ws.provisions.try_reserve(1).is_err() {
+            self.release_block(block);
+            bio.end(Status::IoErr);
             return;
         }
-        // Zero the new block, then insert the mapping, then issue.
-        let mut waiters = BioList::new();
-        waiters.push(bio);
-        let outstanding = self.zero_outstanding.load(Ordering::Acquire);
-        let reserved = {
-            let mut done = self.zero_done.write();
-            let need = usize::try_from(outstanding)
-                .unwrap_or(usize::MAX)
-                .saturating_add(1)
-                .saturating_sub(done.len());
-            done.try_reserve(need).is_ok()
+        let id = ws.next_id;
+        ws.next_id = ws.next_id.wrapping_add(1);
+        // Breaking sharing: the mapping changes only after every read of
+        // a shared block issued so far finished.  Counted as quiescing
+        // first, so a read finishing meanwhile wakes the worker.
+        let quiesce = match origin {
+            Some(_) => {
+                self.quiescing.fetch_add(1, Ordering::AcqRel);
+                let q = self.shared_reads.barrier();
+                if q.is_none() {
+                    self.quiescing.fetch_sub(1, Ordering::AcqRel);
+                }
+                q
+            }
+            None => None,
         };
-        let job = KBox::new(ZeroJob { pool: self, id }, GFP_NOIO);
-        let pushed = ws.provisions.try_reserve(1).is_ok();
-        let (true, Ok(job), true) = (reserved, job, pushed) else {
-            self.release_block(block);
-            waiters.fail(Status::IoErr);
-            return;
-        };
-        // Room was reserved above: this cannot fail.
-        let _ = ws.provisions.try_push(Provision {
+        let mut p = Provision {
             id,
             dev_id,
             vblock,
             data_block: block,
-            waiters,
-        });
-        self.zero_outstanding.fetch_add(1, Ordering::AcqRel);
+            waiters: BioList::new(),
+            quiesce,
+            prepared: None,
+            overwrite: None,
+        };
         let bs = u64::from(self.block_size);
-        self.kcopyd
-            .zero(&self.data, self.data_sector(block, 0), bs, job);
+        let Some(mut job) = job else {
+            // The write covers the whole block: no zeroing or copying; the
+            // write goes to the new block and the mapping is inserted when
+            // it is done (upstream `io_overwrites_block`).
+            // Room was reserved above: this cannot fail.
+            let _ = ws.provisions.try_push(p);
+            let mut bio = bio;
+            self.remap(&mut bio, block);
+            // SAFETY: the bio is a thin bio whose per-bio data is a
+            // `ThinBio` (`THIN_BIO_SIZE` bytes, 8-byte aligned by dm core
+            // and by its layout), not hooked; the pool outlives the I/O
+            // (the thin holds a reference on it while its bio is in
+            // flight).
+            unsafe {
+                let pb = bio.per_bio_ptr::<ThinBio>();
+                (*pb).hooked = Hooked::Overwrite;
+                (*pb).arg = id;
+                bio.submit_hooked(core::ptr::addr_of_mut!((*pb).hook), self);
+            }
+            return;
+        };
+        // Zero or copy into the new block, then insert the mapping, then
+        // issue.
+        job.id = id;
+        p.waiters.push(bio);
+        // Room was reserved above: this cannot fail.
+        let _ = ws.provisions.try_push(p);
+        self.jobs_outstanding.fetch_add(1, Ordering::AcqRel);
+        let to = self.data_sector(block, 0);
+        match origin {
+            Some(o) => {
+                let from = self.data_sector(o, 0);
+                self.kcopyd.copy(&self.data, from, &self.data, to, bs, job)
+            }
+            None => self.kcopyd.zero(&self.data, to, bs, job),
+        }
     }
 
     /// Gives back a data block allocated for a provision that failed.
@@ -1187,47 +1281,112 @@ impl Pool {
         }
     }
 
-    /// Finishes provisions whose zeroing completed (upstream
-    /// `process_prepared_mapping`).
-    fn process_zeroed(&self, ws: &mut WorkerState) {
-        let done = core::mem::take(&mut *self.zero_done.write());
+    /// Records finished kcopyd jobs and whole-block writes in their
+    /// provisions.
+    fn collect_prepared(&self, ws: &mut WorkerState) {
+        let done = core::mem::take(&mut *self.jobs_done.write());
         for &(id, ok) in done.iter() {
-            self.zero_outstanding.fetch_sub(1, Ordering::AcqRel);
-            let Some(i) = ws.provisions.iter().position(|p| p.id == id) else {
+            self.jobs_outstanding.fetch_sub(1, Ordering::AcqRel);
+            if let Some(p) = ws.provisions.iter_mut().find(|p| p.id == id) {
+                p.prepared = Some(ok);
+            }
+        }
+        for bio in self.overwrites_done.take() {
+            // SAFETY: a bio on `overwrites_done` is a thin bio whose
+            // per-bio data is a `ThinBio`.
+            let id = unsafe { bio.per_bio::<ThinBio>() }.arg;
+            match ws.provisions.iter_mut().find(|p| p.id == id) {
+                Some(p) => {
+                    p.prepared = Some(!bio.failed());
+                    p.overwrite = Some(bio);
+                }
+                None => bio.end(Status::IoErr),
+            }
+        }
+    }
+
+    /// Finishes the provisions whose I/O is done and whose shared reads
+    /// (when breaking sharing) have finished (upstream
+    /// `process_prepared_mapping`, `complete_overwrite_bio`).
+    fn process_prepared(&self, ws: &mut WorkerState) {
+        self.collect_prepared(ws);
+        let mut i = 0;
+        while let Some(p) = ws.provisions.get(i) {
+            let quiesced = p.quiesce.map_or(true, |g| self.shared_reads.passed(g));
+            if p.prepared.is_none() || !quiesced {
+                i += 1;
                 continue;
-            };
+            }
             let Some(p) = ws.provisions.remove(i) else {
-                continue;
+                break;
             };
-            if !ok {
-                log::print(
+            if p.quiesce.is_some() {
+                self.quiescing.fetch_sub(1, Ordering::AcqRel);
+            }
+            self.finish_provision(ws, p);
+        }
+    }
+
+    /// Inserts a prepared provision's mapping and issues its bios.
+    fn finish_provision(&self, ws: &mut WorkerState, p: Provision) {
+        let Provision {
+            dev_id,
+            vblock,
+            data_block,
+            waiters,
+            prepared,
+            overwrite,
+            ..
+        } = p;
+        if prepared != Some(true) {
+            match overwrite {
+                // The write's own error reaches its submitter.
+                Some(bio) => bio.end_as_is(),
+                None => log::print(
                     Level::Err,
                     c"thin",
                     format_args!(
-                        "{}: zeroing data block {} failed",
+                        "{}: preparing data block {} failed",
                         self.name(),
-                        p.data_block
+                        data_block
                     ),
-                );
-                self.release_block(p.data_block);
-                p.waiters.fail(Status::IoErr);
-                continue;
+                ),
             }
-            let mut meta = self.meta.write();
-            if self.mode() == PoolMode::Fail || self.mode() >= PoolMode::OutOfMetadataSpace {
-                drop(meta);
-                p.waiters.fail(Status::IoErr);
-                continue;
-            }
-            let r = meta.insert(p.dev_id, p.vblock, p.data_block);
-            if let Err(e) = r {
-                self.metadata_operation_failed(&mut meta, "dm_thin_insert_block", e);
-                drop(meta);
-                p.waiters.fail(Status::IoErr);
-                continue;
-            }
-            self.issue_waiters(ws, &meta, p.dev_id, p.data_block, p.waiters);
+            self.release_block(data_block);
+            waiters.fail(Status::IoErr);
+            return;
         }
+        let mut meta = self.meta.write();
+        if self.mode() >= PoolMode::OutOfMetadataSpace {
+            drop(meta);
+            if let Some(bio) = overwrite {
+                bio.end(Status::IoErr);
+            }
+            waiters.fail(Status::IoErr);
+            return;
+        }
+        if let Err(e) = meta.insert(dev_id, vblock, data_block) {
+            self.metadata_operation_failed(&mut meta, "dm_thin_insert_block", e);
+            drop(meta);
+            if let Some(bio) = overwrite {
+                bio.end(Status::IoErr);
+            }
+            waiters.fail(Status::IoErr);
+            return;
+        }
+        if let Some(bio) = overwrite {
+            match meta.thin(dev_id) {
+                Some(td) if bio.is_flush_or_fua() && meta.pmd.thin_changed(td) => {
+                    if meta.pmd.thin_aborted_changes(td) {
+                        bio.end(Status::IoErr);
+                    } else {
+                        ws.completion_waiters.push(bio);
+                    }
+                }
+                _ => bio.end_as_is(),
+            }
+        }
+        self.issue_waiters(ws, &meta, dev_id, data_block, waiters);
     }
 
     /// Issues the bios that waited for a provision, now mapped to `block`.
@@ -1245,55 +1404,6 @@ impl Pool {
                 Some(td) => self.issue(ws, meta, td, bio),
                 None => bio.end(Status::IoErr),
             }
-        }
-    }
-
-    /// Finishes provisions whose whole-block write completed (upstream
-    /// `process_prepared_mapping` + `complete_overwrite_bio`).
-    fn process_overwrites(&self, ws: &mut WorkerState) {
-        for bio in self.overwrites_done.take() {
-            // SAFETY: a bio on `overwrites_done` is a thin bio whose
-            // per-bio data is a `ThinBio`.
-            let id = unsafe { bio.per_bio::<ThinBio>() }.provision;
-            let Some(i) = ws.provisions.iter().position(|p| p.id == id) else {
-                bio.end(Status::IoErr);
-                continue;
-            };
-            let Some(p) = ws.provisions.remove(i) else {
-                bio.end(Status::IoErr);
-                continue;
-            };
-            if bio.failed() {
-                self.release_block(p.data_block);
-                bio.end_as_is();
-                p.waiters.fail(Status::IoErr);
-                continue;
-            }
-            let mut meta = self.meta.write();
-            if self.mode() >= PoolMode::OutOfMetadataSpace {
-                drop(meta);
-                bio.end(Status::IoErr);
-                p.waiters.fail(Status::IoErr);
-                continue;
-            }
-            if let Err(e) = meta.insert(p.dev_id, p.vblock, p.data_block) {
-                self.metadata_operation_failed(&mut meta, "dm_thin_insert_block", e);
-                drop(meta);
-                bio.end(Status::IoErr);
-                p.waiters.fail(Status::IoErr);
-                continue;
-            }
-            match meta.thin(p.dev_id) {
-                Some(td) if bio.is_flush_or_fua() && meta.pmd.thin_changed(td) => {
-                    if meta.pmd.thin_aborted_changes(td) {
-                        bio.end(Status::IoErr);
-                    } else {
-                        ws.completion_waiters.push(bio);
-                    }
-                }
-                _ => bio.end_as_is(),
-            }
-            self.issue_waiters(ws, &meta, p.dev_id, p.data_block, p.waiters);
         }
     }
 
@@ -1342,8 +1452,7 @@ impl Pool {
 impl WorkerOps for Pool {
     fn run(&self) {
         let mut ws = self.ws.write();
-        self.process_zeroed(&mut ws);
-        self.process_overwrites(&mut ws);
+        self.process_prepared(&mut ws);
         if self.mode() >= PoolMode::OutOfMetadataSpace {
             let retry = core::mem::replace(&mut ws.retry, BioList::new());
             retry.fail(Status::IoErr);
@@ -1365,11 +1474,25 @@ impl WorkerOps for Pool {
 }
 
 impl HookedCompletion for Pool {
-    /// A whole-block write to a new block finished (IRQ context): the
-    /// worker inserts the mapping, then completes it.
+    /// A hooked thin bio finished (any context, IRQ included): a read of
+    /// a shared block leaves the shared-read count (waking the worker if
+    /// a provision may now proceed); for a whole-block write to a new
+    /// block, the worker inserts the mapping, then completes it.
     fn io_done(&self, bio: Bio) {
-        self.overwrites_done.push(bio);
-        self.worker.kick();
+        // SAFETY: only thin bios (per-bio data `ThinBio`) are hooked.
+        let pb = unsafe { bio.per_bio::<ThinBio>() };
+        match pb.hooked {
+            Hooked::SharedRead => {
+                if self.shared_reads.dec(pb.arg) && self.quiescing.load(Ordering::Acquire) > 0 {
+                    self.worker.kick();
+                }
+                bio.end_as_is();
+            }
+            Hooked::Overwrite | Hooked::None => {
+                self.overwrites_done.push(bio);
+                self.worker.kick();
+            }
+        }
     }
 }
 
@@ -1393,23 +1516,24 @@ impl Drop for Pool {
     }
 }
 
-/// A zeroing job: tells the pool's worker which provision finished.
-struct ZeroJob {
+/// A zeroing or copying job: tells the pool's worker which provision
+/// finished.
+struct PrepareJob {
     pool: *const Pool,
     id: u64,
 }
 
 // SAFETY: the pool is `Sync`; the pointer is only used to reach it.
-unsafe impl Send for ZeroJob {}
+unsafe impl Send for PrepareJob {}
 
-impl KcopydJob for ZeroJob {
+impl KcopydJob for PrepareJob {
     fn done(self: KBox<Self>, ok: bool) {
         // SAFETY: a pool's kcopyd client is its first field, dropped (which
         // waits for every job) before the rest of the pool; jobs are only
         // issued by the pool's worker, so the pool is alive here.
         let pool = unsafe { &*self.pool };
         // Capacity was reserved when the job was issued: no allocation.
-        let _ = pool.zero_done.write().try_push((self.id, ok));
+        let _ = pool.jobs_done.write().try_push((self.id, ok));
         pool.worker.kick();
     }
 }

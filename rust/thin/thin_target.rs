@@ -151,9 +151,7 @@ impl Target for ThinTarget {
             None => Err(PdError::WouldBlock),
         };
         match found {
-            Ok(l) if !l.shared || op == Op::Read => {
-                bio.remap_to(&pool.data, pool.data_sector(l.block, offset))
-            }
+            Ok(l) if !l.shared => bio.remap_to(&pool.data, pool.data_sector(l.block, offset)),
             Err(PdError::NotFound) if op == Op::Read => {
                 let (bio, mapped) = bio.defer();
                 bio.zero_fill_and_end();

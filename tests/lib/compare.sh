@@ -389,6 +389,7 @@ CMP_BATCH_PY='import errno, fcntl, mmap, os, select, stat, struct, sys, time
 #   <expect>|message|<dev>|<sector>|<text>
 #   <expect>|create|<name>|<table line>
 #   <expect>|remove|<name>
+#   <expect>|suspend|<name>     <expect>|resume|<name>
 #   <expect>|status|<name>[|table|noflush]
 #   <expect>|write|<path>|<offset>|<length>|<source file>|<source offset>
 #   <expect>|cmp|<path>|<offset>|<length>|<source file>|<source offset>
@@ -402,7 +403,7 @@ assert HDR.size == 312
 def iowr(nr): return (3 << 30) | (HDR.size << 16) | (0xfd << 8) | nr
 DEV_CREATE, DEV_REMOVE, DEV_SUSPEND, TABLE_LOAD, TABLE_STATUS, TARGET_MSG = (
     iowr(3), iowr(4), iowr(6), iowr(9), iowr(12), iowr(14))
-STATUS_TABLE, NOFLUSH, BUFFER_FULL = 1 << 4, 1 << 11, 1 << 8
+STATUS_TABLE, NOFLUSH, BUFFER_FULL, SUSPEND = 1 << 4, 1 << 11, 1 << 8, 1 << 1
 SPEC = struct.Struct("=QQiI16s")
 ctl = os.open("/dev/mapper/control", os.O_RDWR)
 
@@ -446,6 +447,14 @@ def op_remove(name):
     dm(DEV_REMOVE, name)
     try: os.unlink(node(name))
     except FileNotFoundError: pass
+    return []
+
+def op_suspend(name):
+    dm(DEV_SUSPEND, name, SUSPEND)
+    return []
+
+def op_resume(name):
+    dm(DEV_SUSPEND, name)
     return []
 
 def op_status(name, *opts):
@@ -498,7 +507,8 @@ def op_cmp(path, off, ln, src, soff):
     return []
 
 OPS = {"create": op_create, "remove": op_remove, "status": op_status,
-       "message": op_message, "write": op_write, "cmp": op_cmp}
+       "message": op_message, "write": op_write, "cmp": op_cmp,
+       "suspend": op_suspend, "resume": op_resume}
 
 kr = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
 os.lseek(kr, 0, os.SEEK_END)
