@@ -8,9 +8,35 @@
 //! table and may only be put by that table's constructor or destructor.
 //! So the pool opens its own references to the metadata and data devices:
 //! the dm-bufio client and every remapped bio use a device the pool owns.
+//!
+//! Also [`IoJob`], the completion of asynchronous work the module starts
+//! (kcopyd jobs, [`Bdev::discard`]).
 
+use kernel::alloc::KBox;
 use kernel::bindings;
-use kernel::error::{from_err_ptr, Result};
+use kernel::error::{code::ENOMEM, from_err_ptr, Result};
+use kernel::ffi::{c_int, c_uint, c_void};
+
+use super::glue;
+
+/// The completion of asynchronous I/O the module started (a kcopyd
+/// request, discards): its boxed context goes with the request and comes
+/// back exactly once.
+pub(crate) trait IoJob: Send + Sized {
+    /// Called once when the request finished (process or IRQ context for
+    /// discards, kcopyd's workqueue for kcopyd jobs); `ok` is false on an
+    /// I/O error.
+    fn done(self: KBox<Self>, ok: bool);
+}
+
+/// # Safety
+///
+/// `ctx` is the box leaked by `Bdev::discard`, given back exactly once.
+unsafe extern "C" fn discard_done<J: IoJob>(ctx: *mut c_void, err: c_int) {
+    // SAFETY: see above.
+    let job = unsafe { KBox::from_raw(ctx.cast::<J>()) };
+    job.done(err == 0);
+}
 
 /// An open block device, closed on drop.
 ///
@@ -78,6 +104,35 @@ impl Bdev {
     pub(crate) fn flush(&self) -> Result {
         // SAFETY: the device is open (type invariant).
         kernel::error::to_result(unsafe { bindings::blkdev_issue_flush(self.bdev) })
+    }
+}
+
+impl Bdev {
+    /// Discards `ranges` ([first sector, sectors]) of the device; `job.done`
+    /// runs once when all finished.  The caller keeps the device open
+    /// until then.  On `Err` (no memory) nothing was started and the job
+    /// is dropped.
+    pub(crate) fn discard<J: IoJob>(&self, ranges: &[[u64; 2]], job: KBox<J>) -> Result {
+        let n = c_uint::try_from(ranges.len()).map_err(|_| ENOMEM)?;
+        let ctx = KBox::into_raw(job).cast::<c_void>();
+        // SAFETY: `ranges` is `n` arrays of two u64, read by C as `2n`
+        // consecutive u64s during the call; the device is open; `ctx`
+        // comes back once to `discard_done::<J>` unless the call fails.
+        let r = unsafe {
+            glue::dmthin_issue_discards(
+                self.bdev.cast(),
+                ranges.as_ptr().cast::<u64>(),
+                n,
+                discard_done::<J>,
+                ctx,
+            )
+        };
+        if r != 0 {
+            // SAFETY: not handed to C: reclaim the box.
+            drop(unsafe { KBox::from_raw(ctx.cast::<J>()) });
+            return Err(ENOMEM);
+        }
+        Ok(())
     }
 }
 

@@ -153,6 +153,38 @@ pub(crate) struct MapBio<'a> {
     _life: PhantomData<&'a mut bindings::bio>,
 }
 
+/// A bio in the target's `end_io`: its I/O finished; the target may read
+/// it and its per-bio data, not end or resubmit it.
+///
+/// # Invariants
+///
+/// `bio` is the valid bio dm core passed to `end_io` for `'a`.
+pub(crate) struct EndIoBio<'a> {
+    bio: NonNull<bindings::bio>,
+    _life: PhantomData<&'a bindings::bio>,
+}
+
+// SAFETY: `bio` is valid for `'a` (type invariant).
+unsafe impl BioInfo for EndIoBio<'_> {
+    fn raw(&self) -> *mut bindings::bio {
+        self.bio.as_ptr()
+    }
+}
+
+impl EndIoBio<'_> {
+    /// # Safety
+    ///
+    /// `bio` is the bio dm core passed to `end_io`, valid for the
+    /// returned value's lifetime.
+    pub(crate) unsafe fn from_raw(bio: *mut bindings::bio) -> Option<Self> {
+        // INVARIANT: per the caller.
+        NonNull::new(bio).map(|bio| EndIoBio {
+            bio,
+            _life: PhantomData,
+        })
+    }
+}
+
 /// What `map` did with its bio (`DM_MAPIO_*`).
 #[must_use]
 pub(crate) struct Mapped<'a> {

@@ -14,12 +14,15 @@
  * - bio queue: a bio_list behind an IRQ-safe spinlock (bios are queued
  *   from map and from completion context);
  * - rwsem: a reader/writer semaphore with try-lock for readers;
+ * - discards: data-block ranges discarded asynchronously, one completion
+ *   for all of them (upstream dm-thin's passdown: begin/issue/end_discard);
  * - deferred set: counts of in-flight I/O by generation behind an
  *   IRQ-safe spinlock (upstream's dm_deferred_set, without work lists);
  * - the global pool table lock (a statically initialised mutex).
  */
 
 #include <linux/bio.h>
+#include <linux/blkdev.h>
 #include <linux/jiffies.h>
 #include <linux/mutex.h>
 #include <linux/rwsem.h>
@@ -56,6 +59,9 @@ void dmthin_down_write(struct rw_semaphore *s);
 void dmthin_up_write(struct rw_semaphore *s);
 void dmthin_pool_table_lock(void);
 void dmthin_pool_table_unlock(void);
+int dmthin_issue_discards(struct block_device *bdev, const u64 *ranges,
+			  unsigned int n, void (*done)(void *ctx, int err),
+			  void *ctx);
 struct dmthin_dset *dmthin_dset_create(void);
 void dmthin_dset_destroy(struct dmthin_dset *d);
 u64 dmthin_dset_inc(struct dmthin_dset *d);
@@ -386,4 +392,62 @@ bool dmthin_dset_passed(struct dmthin_dset *d, u64 gen)
 		 (d->oldest == gen && d->count[gen % DMTHIN_DSET_SIZE] == 0);
 	spin_unlock_irqrestore(&d->lock, flags);
 	return passed;
+}
+
+/* ------------------------------------------------------------------ */
+/* Discards */
+
+struct dmthin_discard {
+	void (*done)(void *ctx, int err);
+	void *ctx;
+};
+
+static void dmthin_discard_endio(struct bio *bio)
+{
+	struct dmthin_discard d = *(struct dmthin_discard *)bio->bi_private;
+	int err = blk_status_to_errno(bio->bi_status);
+
+	kfree(bio->bi_private);
+	bio_put(bio);
+	d.done(d.ctx, err);
+}
+
+/*
+ * Discards n ranges of bdev (ranges[2i] = first sector, ranges[2i + 1] =
+ * sectors) and calls done(ctx, err) once when every discard finished (the
+ * first error, or 0).  Returns -ENOMEM without calling done when nothing
+ * could be started.
+ */
+int dmthin_issue_discards(struct block_device *bdev, const u64 *ranges,
+			  unsigned int n, void (*done)(void *ctx, int err),
+			  void *ctx)
+{
+	struct dmthin_discard *d = kmalloc(sizeof(*d), GFP_NOIO);
+	struct bio *parent, *bio = NULL;
+	struct blk_plug plug;
+	unsigned int i;
+	int r = 0;
+
+	if (!d)
+		return -ENOMEM;
+	d->done = done;
+	d->ctx = ctx;
+	/* Only a completion point: the discards are chained to it. */
+	parent = bio_alloc(NULL, 1, 0, GFP_NOIO);
+	parent->bi_end_io = dmthin_discard_endio;
+	parent->bi_private = d;
+
+	blk_start_plug(&plug);
+	for (i = 0; i < n && !r; i++)
+		r = __blkdev_issue_discard(bdev, ranges[2 * i], ranges[2 * i + 1],
+					   GFP_NOIO, &bio);
+	if (bio) {
+		bio_chain(bio, parent);
+		submit_bio(bio);
+	}
+	blk_finish_plug(&plug);
+	if (r && !parent->bi_status)
+		parent->bi_status = errno_to_blk_status(r);
+	bio_endio(parent);
+	return 0;
 }

@@ -5,7 +5,7 @@
 //! queue, rwsem, the pool table mutex, the deferred set), handed to Rust
 //! as opaque pointers.  Only the safe wrappers in this directory call
 //! these.  Bios cross as `void *` (`struct bio` embeds a type Rust deems
-//! not FFI-safe).
+//! not FFI-safe), as do block devices.
 
 use kernel::bindings;
 use kernel::ffi::{c_char, c_int, c_uint, c_void};
@@ -57,6 +57,14 @@ extern "C" {
 
     pub(crate) fn dmthin_pool_table_lock();
     pub(crate) fn dmthin_pool_table_unlock();
+
+    pub(crate) fn dmthin_issue_discards(
+        bdev: *mut c_void,
+        ranges: *const u64,
+        n: c_uint,
+        done: unsafe extern "C" fn(*mut c_void, c_int),
+        ctx: *mut c_void,
+    ) -> c_int;
 
     pub(crate) fn dmthin_dset_create() -> *mut DmthinDset;
     pub(crate) fn dmthin_dset_destroy(d: *mut DmthinDset);

@@ -1,24 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! A dm-kcopyd client ([`Kcopyd`]) for zeroing data blocks
-//! (`dm_kcopyd_zero`) and copying them (`dm_kcopyd_copy`, copy-on-write).  A job's context is a boxed [`KcopydJob`] whose
-//! ownership passes to kcopyd with the request and comes back, exactly
-//! once, to [`KcopydJob::done`] in kcopyd's completion context (a
-//! workqueue: process context, must not wait for the pool's own I/O).
+//! (`dm_kcopyd_zero`) and copying them (`dm_kcopyd_copy`, copy-on-write).
+//! A job's context is a boxed [`IoJob`] whose ownership passes to kcopyd
+//! with the request and comes back, exactly once, to [`IoJob::done`] in
+//! kcopyd's completion context (a workqueue: process context, must not
+//! wait for the pool's own I/O).
 
 use kernel::alloc::KBox;
 use kernel::bindings;
 use kernel::error::{from_err_ptr, Result};
 use kernel::ffi::{c_int, c_ulong, c_void};
 
-use super::bdev::Bdev;
-
-/// A kcopyd request's completion.
-pub(crate) trait KcopydJob: Send + Sized {
-    /// Called once when the request finished; `ok` is false on a read or
-    /// write error.
-    fn done(self: KBox<Self>, ok: bool);
-}
+use super::bdev::{Bdev, IoJob};
 
 /// A kcopyd client, destroyed on drop.
 ///
@@ -34,7 +28,7 @@ unsafe impl Send for Kcopyd {}
 // SAFETY: as above.
 unsafe impl Sync for Kcopyd {}
 
-unsafe extern "C" fn done_tramp<J: KcopydJob>(
+unsafe extern "C" fn done_tramp<J: IoJob>(
     read_err: c_int,
     write_err: c_ulong,
     context: *mut c_void,
@@ -57,7 +51,7 @@ impl Kcopyd {
 
     /// Zeroes `count` sectors of `dev` from `sector`; `job.done` runs when
     /// it finished.
-    pub(crate) fn zero<J: KcopydJob>(&self, dev: &Bdev, sector: u64, count: u64, job: KBox<J>) {
+    pub(crate) fn zero<J: IoJob>(&self, dev: &Bdev, sector: u64, count: u64, job: KBox<J>) {
         let mut region = bindings::dm_io_region {
             bdev: dev.as_ptr(),
             sector,
@@ -73,7 +67,7 @@ impl Kcopyd {
 
     /// Copies `count` sectors from `sector` of `from` to `to_sector` of
     /// `to`; `job.done` runs when it finished.
-    pub(crate) fn copy<J: KcopydJob>(
+    pub(crate) fn copy<J: IoJob>(
         &self,
         from: &Bdev,
         sector: u64,

@@ -24,7 +24,7 @@ use kernel::types::Opaque;
 use kernel::ThisModule;
 
 use super::args::Args;
-use super::bio::{MapBio, Mapped};
+use super::bio::{EndIoBio, MapBio, Mapped};
 use super::dev::DmDev;
 use super::status::StatusWriter;
 
@@ -304,6 +304,12 @@ pub(crate) trait Target: Sized + Send + Sync {
     /// Maps one bio; must not wait for I/O.
     fn map<'a>(&self, bio: MapBio<'a>) -> Mapped<'a>;
 
+    /// A mapped bio's I/O finished (`end_io`; any context, IRQ
+    /// included).  Always `DM_ENDIO_DONE`.
+    fn end_io(&self, _bio: EndIoBio<'_>) {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
     /// Writes status or table output.
     fn status(&self, _kind: StatusKind, _flags: u32, _out: &mut StatusWriter<'_>) {
         kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
@@ -403,6 +409,11 @@ impl<T: Target> Registration<T> {
                 ctr: Some(ctr_tramp::<T>),
                 dtr: Some(dtr_tramp::<T>),
                 map: Some(map_tramp::<T>),
+                end_io: if T::HAS_END_IO {
+                    Some(end_io_tramp::<T>)
+                } else {
+                    None
+                },
                 status: if T::HAS_STATUS {
                     Some(status_tramp::<T>)
                 } else {
@@ -547,6 +558,23 @@ unsafe extern "C" fn map_tramp<T: Target>(
     // SAFETY: `bio` is map's bio, used only through the `MapBio`.
     let bio = unsafe { MapBio::from_raw(bio) };
     target.map(bio).code() as c_int
+}
+
+/// # Safety
+///
+/// Called by dm core for a constructed target with a bio it mapped.
+unsafe extern "C" fn end_io_tramp<T: Target>(
+    ti: *mut bindings::dm_target,
+    bio: *mut bindings::bio,
+    _err: *mut bindings::blk_status_t,
+) -> c_int {
+    // SAFETY: the target is constructed and not yet destroyed.
+    let target = unsafe { target_of::<T>(ti) };
+    // SAFETY: `bio` is end_io's bio, valid during this call.
+    if let Some(bio) = unsafe { EndIoBio::from_raw(bio) } {
+        target.end_io(bio);
+    }
+    bindings::DM_ENDIO_DONE as c_int
 }
 
 /// # Safety

@@ -50,7 +50,11 @@
 //! every shared read issued before the copy began has finished (upstream's
 //! `shared_read_ds`), so that once the other device owns the old block
 //! alone and writes it in place, no read through this device can still
-//! return that data.  Flush/FUA bios to a thin that changed in this transaction wait
+//! return that data.  Discards run in the worker too: the whole blocks a
+//! discard covers are unmapped at once, their data blocks hold an extra
+//! reference until every bio remapped to them before has finished
+//! (`all_io`, upstream's `all_io_ds`) and the blocks no device uses any
+//! more were discarded on the data device (passdown).  Flush/FUA bios to a thin that changed in this transaction wait
 //! for a commit (data device flushed first by the metadata's pre-commit
 //! step).  A worker tick every second commits a changed pool.
 
@@ -60,12 +64,14 @@ use kernel::alloc::{flags::GFP_NOIO, KBox};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-use crate::dm::bdev::Bdev;
-use crate::dm::bio::{Bio, BioInfo, BioList, BioQueue, HookSlot, HookedCompletion, Op, Status};
+use crate::dm::bdev::{Bdev, IoJob};
+use crate::dm::bio::{
+    Bio, BioInfo, BioList, BioQueue, EndIoBio, HookSlot, HookedCompletion, Op, Status,
+};
 use crate::dm::bufio::BufioBm;
 use crate::dm::dev::MappedDevice;
 use crate::dm::dset::DeferredSet;
-use crate::dm::kcopyd::{Kcopyd, KcopydJob};
+use crate::dm::kcopyd::Kcopyd;
 use crate::dm::log::{self, Level};
 use crate::dm::sync::{LockClass, RwSem};
 use crate::dm::target::{MdRef, TargetHandle};
@@ -178,6 +184,31 @@ struct WorkerState {
     completion_waiters: BioList,
     /// Bios waiting for data space (out-of-data-space, queue mode).
     retry: BioList,
+    /// Discards in progress.
+    discards: Vec<DiscardOp>,
+    /// Discards waiting for provisions or discards of their range.
+    discard_waiters: BioList,
+}
+
+/// A discard of a thin's virtual block range in progress (upstream's
+/// discard mappings, and the virtual cell of the discard bio).  Its
+/// mappings are removed at once; the data blocks they pointed to keep an
+/// extra reference until the I/O issued to them before has finished and
+/// the passdown is done, so they cannot be reused meanwhile.
+struct DiscardOp {
+    id: u64,
+    dev_id: u64,
+    begin: u64,
+    end: u64,
+    bio: Option<Bio>,
+    /// The unmapped runs: [first data block, blocks, maybe shared (0/1)].
+    runs: Vec<[u64; 3]>,
+    /// A metadata operation failed: the bio ends with an error.
+    failed: bool,
+    /// The `all_io` generation to wait for.
+    quiesce: Option<u64>,
+    /// `Some(None)`: the passdown is in flight; `Some(Some(ok))`: done.
+    passdown: Option<Option<bool>>,
 }
 
 /// An active thin table: the thin's mapped device, internally suspended
@@ -187,39 +218,40 @@ struct ActiveThin {
     md: MdRef,
 }
 
-/// What a thin bio's completion hook is for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(u64)]
-enum Hooked {
-    /// No hook.
-    None = 0,
-    /// A whole-block write to a new block (`arg`: its provision id).
-    Overwrite = 1,
-    /// A read of a shared block (`arg`: its shared-read generation).
-    SharedRead = 2,
-}
+/// [`ThinBio::counted`]: the bio is a read of a shared block, counted in
+/// `shared_reads` (generation `shared_gen`).
+const COUNTED_SHARED_READ: u64 = 1;
+/// [`ThinBio::counted`]: the bio was remapped to a data block and is
+/// counted in `all_io` (generation `all_io_gen`).
+const COUNTED_ALL_IO: u64 = 2;
 
-/// The per-bio data of a thin bio: which thin device it is for, and its
-/// completion hook when the pool needs to see it finish.
+/// The per-bio data of a thin bio: which thin device it is for, the
+/// deferred sets counting it until its `end_io`, and the completion hook
+/// of a whole-block write to a new block.
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub(crate) struct ThinBio {
     /// The thin device id.
     pub(crate) dev_id: u64,
-    hooked: Hooked,
-    /// See [`Hooked`].
-    arg: u64,
-    /// The completion hook.
+    /// `COUNTED_*` bits.
+    counted: u64,
+    shared_gen: u64,
+    all_io_gen: u64,
+    /// The provision a hooked whole-block write belongs to.
+    provision: u64,
+    /// The completion hook of a whole-block write.
     hook: HookSlot,
 }
 
 impl ThinBio {
-    /// The per-bio data `map` writes.
+    /// The per-bio data `map` writes first.
     pub(crate) const fn new(dev_id: u64) -> Self {
         ThinBio {
             dev_id,
-            hooked: Hooked::None,
-            arg: 0,
+            counted: 0,
+            shared_gen: 0,
+            all_io_gen: 0,
+            provision: 0,
             hook: HookSlot::new(),
         }
     }
@@ -259,6 +291,15 @@ pub(crate) struct Pool {
     /// Provisions waiting for shared reads to finish (a finished shared
     /// read wakes the worker only when some are).
     quiescing: AtomicU64,
+    /// Bios remapped to data blocks, in flight (upstream `all_io_ds`),
+    /// counted while discards are enabled.
+    all_io: DeferredSet,
+    /// Discards waiting for `all_io` (as `quiescing`).
+    discards_quiescing: AtomicU64,
+    /// The bound table's `discard_enabled` (fixed after the first bind).
+    discard_enabled: AtomicBool,
+    /// The bound table's adjusted `discard_passdown`.
+    discard_passdown: AtomicBool,
     /// Thin bios deferred from `map`.
     pub(crate) deferred: BioQueue,
     /// Whole-block writes to new blocks whose I/O finished.
@@ -375,6 +416,8 @@ impl Pool {
                     flush_waiters: BioList::new(),
                     completion_waiters: BioList::new(),
                     retry: BioList::new(),
+                    discards: Vec::new(),
+                    discard_waiters: BioList::new(),
                 },
                 LockClass::WorkerState,
             )
@@ -393,6 +436,10 @@ impl Pool {
             jobs_outstanding: AtomicU64::new(0),
             shared_reads: DeferredSet::new().map_err(alloc_fail)?,
             quiescing: AtomicU64::new(0),
+            all_io: DeferredSet::new().map_err(alloc_fail)?,
+            discards_quiescing: AtomicU64::new(0),
+            discard_enabled: AtomicBool::new(true),
+            discard_passdown: AtomicBool::new(true),
             deferred: BioQueue::new().map_err(alloc_fail)?,
             overwrites_done: BioQueue::new().map_err(alloc_fail)?,
             active: RwSem::new(Vec::new(), LockClass::ActiveThins).map_err(alloc_fail)?,
@@ -438,7 +485,7 @@ impl Pool {
 
     /// Whether discards were enabled when the pool was created/bound.
     pub(crate) fn discard_enabled(&self) -> bool {
-        self.bound.read().features.discard_enabled
+        self.discard_enabled.load(Ordering::Acquire)
     }
 
     /// The data block of `sector` and the offset in it.
@@ -753,6 +800,10 @@ impl Pool {
         }
         self.zero_new_blocks
             .store(features.zero_new_blocks, Ordering::Release);
+        self.discard_enabled
+            .store(features.discard_enabled, Ordering::Release);
+        self.discard_passdown
+            .store(features.discard_passdown, Ordering::Release);
         self.error_if_no_space
             .store(features.error_if_no_space, Ordering::Release);
         self.low_water_blocks
@@ -1019,7 +1070,47 @@ impl Pool {
 
     fn remap(&self, bio: &mut Bio, block: u64) {
         let (_, offset) = self.block_of(bio.sector());
+        self.count_io(bio);
         bio.remap(&self.data, self.data_sector(block, offset));
+    }
+
+    /// Counts a thin bio being remapped to a data block in `all_io` until
+    /// its `end_io` (once per bio), while discards are enabled.  Called
+    /// with `meta` held (by `map`, or by the worker), so a discard that
+    /// unmaps the block after it waits for it.
+    pub(crate) fn count_io<B: BioInfo>(&self, bio: &B) {
+        if !self.discard_enabled.load(Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: a thin bio's per-bio data is a `ThinBio` (`THIN_BIO_SIZE`
+        // bytes, 8-byte aligned by dm core and by its layout), written
+        // first thing in `map`; only this bio's owner touches it.
+        unsafe {
+            let pb = bio.per_bio_ptr::<ThinBio>();
+            if (*pb).counted & COUNTED_ALL_IO == 0 {
+                (*pb).all_io_gen = self.all_io.inc();
+                (*pb).counted |= COUNTED_ALL_IO;
+            }
+        }
+    }
+
+    /// Upstream `thin_endio`: a thin bio finished; it leaves the deferred
+    /// sets that counted it, waking the worker if something waits for
+    /// them (any context, IRQ included).
+    pub(crate) fn end_io(&self, bio: &EndIoBio<'_>) {
+        // SAFETY: a thin bio's per-bio data is a `ThinBio`, written first
+        // thing in `map`.
+        let pb = unsafe { bio.per_bio::<ThinBio>() };
+        let mut kick = false;
+        if pb.counted & COUNTED_SHARED_READ != 0 && self.shared_reads.dec(pb.shared_gen) {
+            kick |= self.quiescing.load(Ordering::Acquire) > 0;
+        }
+        if pb.counted & COUNTED_ALL_IO != 0 && self.all_io.dec(pb.all_io_gen) {
+            kick |= self.discards_quiescing.load(Ordering::Acquire) > 0;
+        }
+        if kick {
+            self.worker.kick();
+        }
     }
 
     /// One deferred bio (upstream `process_bio` and its read-only and fail
@@ -1031,6 +1122,10 @@ impl Pool {
             return;
         }
         let op = bio.op();
+        if op == Op::Discard {
+            self.process_discard(ws, bio);
+            return;
+        }
         if !matches!(op, Op::Read | Op::Write) {
             bio.end(Status::NotSupp);
             return;
@@ -1110,19 +1205,18 @@ impl Pool {
         }
     }
 
-    /// Counts a read of a shared block in `shared_reads` until it ends
-    /// (however it ends: the hook is installed before it is issued).
+    /// Counts a read of a shared block in `shared_reads` until its
+    /// `end_io` (however it ends).
     fn count_shared_read(&self, bio: &mut Bio) {
-        let gen = self.shared_reads.inc();
         // SAFETY: the bio is a thin bio whose per-bio data is a `ThinBio`
         // (`THIN_BIO_SIZE` bytes, 8-byte aligned by dm core and by its
-        // layout), not hooked yet; the pool outlives the I/O (the thin
-        // holds a reference on it while its bio is in flight).
+        // layout); only its owner (the worker now) touches it.
         unsafe {
             let pb = bio.per_bio_ptr::<ThinBio>();
-            (*pb).hooked = Hooked::SharedRead;
-            (*pb).arg = gen;
-            bio.set_hook(core::ptr::addr_of_mut!((*pb).hook), self);
+            if (*pb).counted & COUNTED_SHARED_READ == 0 {
+                (*pb).shared_gen = self.shared_reads.inc();
+                (*pb).counted |= COUNTED_SHARED_READ;
+            }
         }
     }
 
@@ -1250,8 +1344,7 @@ impl Pool {
             // flight).
             unsafe {
                 let pb = bio.per_bio_ptr::<ThinBio>();
-                (*pb).hooked = Hooked::Overwrite;
-                (*pb).arg = id;
+                (*pb).provision = id;
                 bio.submit_hooked(core::ptr::addr_of_mut!((*pb).hook), self);
             }
             return;
@@ -1289,12 +1382,14 @@ impl Pool {
             self.jobs_outstanding.fetch_sub(1, Ordering::AcqRel);
             if let Some(p) = ws.provisions.iter_mut().find(|p| p.id == id) {
                 p.prepared = Some(ok);
+            } else if let Some(d) = ws.discards.iter_mut().find(|d| d.id == id) {
+                d.passdown = Some(Some(ok));
             }
         }
         for bio in self.overwrites_done.take() {
             // SAFETY: a bio on `overwrites_done` is a thin bio whose
             // per-bio data is a `ThinBio`.
-            let id = unsafe { bio.per_bio::<ThinBio>() }.arg;
+            let id = unsafe { bio.per_bio::<ThinBio>() }.provision;
             match ws.provisions.iter_mut().find(|p| p.id == id) {
                 Some(p) => {
                     p.prepared = Some(!bio.failed());
@@ -1407,6 +1502,265 @@ impl Pool {
         }
     }
 
+    /// The whole blocks a discard covers: `[begin, end)` (upstream
+    /// `get_bio_block_range`: the start rounded up, the end down).
+    fn discard_blocks(&self, bio: &Bio) -> (u64, u64) {
+        let bs = u64::from(self.block_size);
+        let b = bio.sector();
+        let e = b.saturating_add(u64::from(bio.size()) >> 9);
+        let begin = b.saturating_add(bs - 1) / bs;
+        let end = e / bs;
+        (begin, end.max(begin))
+    }
+
+    /// Upstream `process_discard_bio` + `process_discard_cell_*`: unmaps
+    /// the whole blocks the discard covers; partial blocks are left as
+    /// they are.
+    fn process_discard(&self, ws: &mut WorkerState, bio: Bio) {
+        if !self.discard_enabled.load(Ordering::Acquire) {
+            bio.end(Status::NotSupp);
+            return;
+        }
+        if self.mode() >= PoolMode::OutOfMetadataSpace {
+            // Read-only: discards succeed without effect (upstream
+            // `process_bio_success`).
+            bio.end(Status::Ok);
+            return;
+        }
+        let dev_id = Self::dev_of(&bio);
+        let (begin, end) = self.discard_blocks(&bio);
+        if begin == end {
+            // The discard covers less than a block.
+            bio.end(Status::Ok);
+            return;
+        }
+        // Upstream's virtual cell: wait for provisions and discards of
+        // this range.
+        let busy = ws
+            .provisions
+            .iter()
+            .any(|p| p.dev_id == dev_id && p.vblock >= begin && p.vblock < end)
+            || ws
+                .discards
+                .iter()
+                .any(|d| d.dev_id == dev_id && d.begin < end && begin < d.end);
+        if busy {
+            ws.discard_waiters.push(bio);
+            return;
+        }
+        if ws.discards.try_reserve(1).is_err() {
+            bio.end(Status::IoErr);
+            return;
+        }
+        let mut runs: Vec<[u64; 3]> = Vec::new();
+        let mut failed = false;
+        let mut meta = self.meta.write();
+        let mut cur = begin;
+        while cur < end {
+            let step = {
+                let MetaState { pmd, thins } = &mut *meta;
+                let Some(td) = thins.iter().find(|t| t.td.id() == dev_id).map(|t| &t.td) else {
+                    failed = true;
+                    break;
+                };
+                match pmd.find_mapped_range(td, cur, end) {
+                    // Nothing (more) mapped, or a lookup error: upstream
+                    // stops silently, completing what it unmapped.
+                    Err(_) => break,
+                    Ok(r) => {
+                        let len = r.thin_end.saturating_sub(r.thin_begin);
+                        if runs.try_reserve(1).is_err() {
+                            break;
+                        }
+                        match pmd.remove_range(td, r.thin_begin, r.thin_end) {
+                            Err(e) => Err(("dm_thin_remove_range", e)),
+                            Ok(()) => {
+                                // Held until the I/O issued to these blocks
+                                // finished and the passdown is done.
+                                let data_end = r.pool_begin.saturating_add(len);
+                                match pmd.inc_data_range(r.pool_begin, data_end) {
+                                    Err(e) => Err(("dm_pool_inc_data_range", e)),
+                                    Ok(()) => {
+                                        let shared = u64::from(r.maybe_shared);
+                                        // Room was reserved above.
+                                        let _ = runs.try_push([r.pool_begin, len, shared]);
+                                        Ok(r.thin_end)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            match step {
+                Ok(next) => cur = next,
+                Err((op, e)) => {
+                    self.metadata_operation_failed(&mut meta, op, e);
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        drop(meta);
+        if runs.is_empty() {
+            bio.end(if failed { Status::IoErr } else { Status::Ok });
+            return;
+        }
+        let id = ws.next_id;
+        ws.next_id = ws.next_id.wrapping_add(1);
+        self.discards_quiescing.fetch_add(1, Ordering::AcqRel);
+        let quiesce = self.all_io.barrier();
+        if quiesce.is_none() {
+            self.discards_quiescing.fetch_sub(1, Ordering::AcqRel);
+        }
+        // Room was reserved above: this cannot fail.
+        let _ = ws.discards.try_push(DiscardOp {
+            id,
+            dev_id,
+            begin,
+            end,
+            bio: Some(bio),
+            runs,
+            failed,
+            quiesce,
+            passdown: None,
+        });
+    }
+
+    /// Moves discards on: once the I/O to their blocks issued before the
+    /// unmapping finished, passes the blocks no device uses any more down
+    /// to the data device, then drops the extra references and ends the
+    /// discard (upstream `process_prepared_discard_*`).
+    fn process_discards(&self, ws: &mut WorkerState) {
+        let mut i = 0;
+        while let Some(d) = ws.discards.get_mut(i) {
+            match d.passdown {
+                Some(None) => {
+                    i += 1;
+                    continue;
+                }
+                Some(Some(_)) => {}
+                None => {
+                    if let Some(g) = d.quiesce {
+                        if !self.all_io.passed(g) {
+                            i += 1;
+                            continue;
+                        }
+                        d.quiesce = None;
+                        self.discards_quiescing.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    if !d.failed
+                        && self.discard_passdown.load(Ordering::Acquire)
+                        && self.start_passdown(d)
+                    {
+                        d.passdown = Some(None);
+                        i += 1;
+                        continue;
+                    }
+                }
+            }
+            let Some(d) = ws.discards.remove(i) else {
+                break;
+            };
+            self.finish_discard(d);
+        }
+    }
+
+    /// Discards the data blocks of `d`'s runs that no other device uses
+    /// (upstream `passdown_double_checking_shared_status`); false if
+    /// nothing was issued.
+    fn start_passdown(&self, d: &DiscardOp) -> bool {
+        let bs = u64::from(self.block_size);
+        let mut ranges: Vec<[u64; 2]> = Vec::new();
+        let mut add = |b: u64, e: u64| -> bool {
+            if ranges.try_reserve(1).is_err() {
+                return false;
+            }
+            let _ = ranges.try_push([self.data_sector(b, 0), (e - b).saturating_mul(bs)]);
+            true
+        };
+        {
+            let mut meta = self.meta.write();
+            for &[db, len, shared] in d.runs.iter() {
+                let end = db.saturating_add(len);
+                if shared == 0 {
+                    if !add(db, end) {
+                        return false;
+                    }
+                    continue;
+                }
+                // Runs of blocks that are no longer shared.
+                let mut b = db;
+                while b < end {
+                    let unshared = |meta: &mut MetaState, x: u64| {
+                        matches!(meta.pmd.block_is_shared(x), Ok(false))
+                    };
+                    if !unshared(&mut meta, b) {
+                        b += 1;
+                        continue;
+                    }
+                    let mut e = b + 1;
+                    while e < end && unshared(&mut meta, e) {
+                        e += 1;
+                    }
+                    if !add(b, e) {
+                        return false;
+                    }
+                    b = e;
+                }
+            }
+        }
+        if ranges.is_empty() {
+            return false;
+        }
+        let outstanding = self.jobs_outstanding.load(Ordering::Acquire);
+        let reserved = {
+            let mut done = self.jobs_done.write();
+            let need = usize::try_from(outstanding)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1)
+                .saturating_sub(done.len());
+            done.try_reserve(need).is_ok()
+        };
+        let Ok(job) = KBox::new(
+            PrepareJob {
+                pool: self,
+                id: d.id,
+            },
+            GFP_NOIO,
+        ) else {
+            return false;
+        };
+        if !reserved {
+            return false;
+        }
+        self.jobs_outstanding.fetch_add(1, Ordering::AcqRel);
+        if self.data.discard(&ranges, job).is_err() {
+            self.jobs_outstanding.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Drops a finished discard's extra references and ends its bio (a
+    /// failed passdown does not matter: the blocks are unmapped anyway).
+    fn finish_discard(&self, d: DiscardOp) {
+        let mut failed = d.failed;
+        if self.mode() < PoolMode::OutOfMetadataSpace {
+            let mut meta = self.meta.write();
+            for &[db, len, _] in d.runs.iter() {
+                if let Err(e) = meta.pmd.dec_data_range(db, db.saturating_add(len)) {
+                    self.metadata_operation_failed(&mut meta, "dm_pool_dec_data_range", e);
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if let Some(bio) = d.bio {
+            bio.end(if failed { Status::IoErr } else { Status::Ok });
+        }
+    }
+
     /// Commits for the bios waiting on it, or because the pool changed
     /// and a commit period passed since the worker's last commit (upstream
     /// `process_deferred_bios`' commit part and `need_commit_due_to_time`).
@@ -1453,6 +1807,7 @@ impl WorkerOps for Pool {
     fn run(&self) {
         let mut ws = self.ws.write();
         self.process_prepared(&mut ws);
+        self.process_discards(&mut ws);
         if self.mode() >= PoolMode::OutOfMetadataSpace {
             let retry = core::mem::replace(&mut ws.retry, BioList::new());
             retry.fail(Status::IoErr);
@@ -1465,6 +1820,12 @@ impl WorkerOps for Pool {
         for bio in self.deferred.take() {
             self.process_bio(&mut ws, bio);
         }
+        let mut waiting = core::mem::replace(&mut ws.discard_waiters, BioList::new());
+        while let Some(bio) = waiting.pop() {
+            self.process_bio(&mut ws, bio);
+        }
+        // Discards started above that need not wait go on now.
+        self.process_discards(&mut ws);
         self.process_commit(&mut ws);
     }
 
@@ -1474,25 +1835,11 @@ impl WorkerOps for Pool {
 }
 
 impl HookedCompletion for Pool {
-    /// A hooked thin bio finished (any context, IRQ included): a read of
-    /// a shared block leaves the shared-read count (waking the worker if
-    /// a provision may now proceed); for a whole-block write to a new
-    /// block, the worker inserts the mapping, then completes it.
+    /// A whole-block write to a new block finished (IRQ context): the
+    /// worker inserts the mapping, then completes it.
     fn io_done(&self, bio: Bio) {
-        // SAFETY: only thin bios (per-bio data `ThinBio`) are hooked.
-        let pb = unsafe { bio.per_bio::<ThinBio>() };
-        match pb.hooked {
-            Hooked::SharedRead => {
-                if self.shared_reads.dec(pb.arg) && self.quiescing.load(Ordering::Acquire) > 0 {
-                    self.worker.kick();
-                }
-                bio.end_as_is();
-            }
-            Hooked::Overwrite | Hooked::None => {
-                self.overwrites_done.push(bio);
-                self.worker.kick();
-            }
-        }
+        self.overwrites_done.push(bio);
+        self.worker.kick();
     }
 }
 
@@ -1516,8 +1863,8 @@ impl Drop for Pool {
     }
 }
 
-/// A zeroing or copying job: tells the pool's worker which provision
-/// finished.
+/// A zeroing, copying or passdown job: tells the pool's worker which
+/// provision or discard finished its I/O.
 struct PrepareJob {
     pool: *const Pool,
     id: u64,
@@ -1526,7 +1873,7 @@ struct PrepareJob {
 // SAFETY: the pool is `Sync`; the pointer is only used to reach it.
 unsafe impl Send for PrepareJob {}
 
-impl KcopydJob for PrepareJob {
+impl IoJob for PrepareJob {
     fn done(self: KBox<Self>, ok: bool) {
         // SAFETY: a pool's kcopyd client is its first field, dropped (which
         // waits for every job) before the rest of the pool; jobs are only

@@ -11,9 +11,9 @@
 //! `map` never waits: it remaps a bio to a mapped, unshared data block
 //! found in the current transaction with a try-read of the metadata and
 //! cache-only block reads, completes reads of unprovisioned blocks with
-//! zeros, and defers everything else to the pool's worker (see
-//! [`pool`](super::pool)).  External origins are not supported yet: a
-//! table naming one is refused.
+//! zeros, and defers everything else (discards included) to the pool's
+//! worker (see [`pool`](super::pool)).  External origins are not
+//! supported yet: a table naming one is refused.
 
 use core::ffi::CStr;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -24,10 +24,16 @@ use kernel::prelude::*;
 use super::pool::{PoolMode, ThinBindError, ThinBio, THIN_BIO_SIZE};
 use super::registry::{self, PoolRef};
 use crate::dm::args::Args;
-use crate::dm::bio::{BioInfo, MapBio, Mapped, Op, Status};
+use crate::dm::bio::{BioInfo, EndIoBio, MapBio, Mapped, Op, Status};
 use crate::dm::dev::{DmDev, MappedDevice, Mode};
 use crate::dm::status::StatusWriter;
-use crate::dm::target::{Callout, CtrError, StatusKind, Target, TargetCtx, TargetHandle};
+use crate::dm::target::{
+    Callout, CtrError, QueueLimits, StatusKind, Target, TargetCtx, TargetHandle,
+};
+
+/// Upstream `BIO_PRISON_MAX_RANGE`: the most blocks one discard covers
+/// (the thin's `max_hw_discard_sectors` is this many blocks).
+const BIO_PRISON_MAX_RANGE: u32 = 1024;
 use crate::pdata::error::Error as PdError;
 use crate::thin::table;
 
@@ -101,6 +107,10 @@ impl Target for ThinTarget {
             .map_err(|e| CtrError::new(c"Invalid max_io_len", e))?;
         ti.set_flush_bios(1, true);
         ti.set_per_io_data_size(THIN_BIO_SIZE);
+        // In case the pool supports discards, pass them on.
+        if thin.pool.discard_enabled() {
+            ti.set_discards(1, true, true);
+        }
         if thin.origin_dev.is_some() {
             return Err(CtrError::new(
                 c"External origin devices are not supported yet",
@@ -126,6 +136,9 @@ impl Target for ThinTarget {
     /// Upstream's `thin_bio_map`, without ever waiting.
     fn map<'a>(&self, mut bio: MapBio<'a>) -> Mapped<'a> {
         let pool = &*self.pool;
+        // First, so that `end_io` always finds it.
+        // SAFETY: this target's `per_io_data_size` is `THIN_BIO_SIZE`.
+        unsafe { bio.set_per_bio(ThinBio::new(self.dev_id)) };
         if self.requeue.load(Ordering::Acquire) {
             let (bio, mapped) = bio.defer();
             bio.end(Status::Requeue);
@@ -134,8 +147,6 @@ impl Target for ThinTarget {
         if pool.mode() == PoolMode::Fail {
             return bio.kill();
         }
-        // SAFETY: this target's `per_io_data_size` is `THIN_BIO_SIZE`.
-        unsafe { bio.set_per_bio(ThinBio::new(self.dev_id)) };
         let op = bio.op();
         if bio.is_flush_or_fua() || !matches!(op, Op::Read | Op::Write) {
             let (bio, mapped) = bio.defer();
@@ -143,7 +154,8 @@ impl Target for ThinTarget {
             return mapped;
         }
         let (vblock, offset) = pool.block_of(bio.sector());
-        let found = match pool.meta.try_read() {
+        let meta = pool.meta.try_read();
+        let found = match &meta {
             Some(meta) => match meta.thin(self.dev_id) {
                 Some(td) => meta.pmd.try_lookup(td, vblock),
                 None => Err(PdError::Invalid),
@@ -151,7 +163,13 @@ impl Target for ThinTarget {
             None => Err(PdError::WouldBlock),
         };
         match found {
-            Ok(l) if !l.shared => bio.remap_to(&pool.data, pool.data_sector(l.block, offset)),
+            Ok(l) if !l.shared => {
+                // Counted while `meta` is held: a discard unmapping the
+                // block later waits for this bio.
+                pool.count_io(&bio);
+                drop(meta);
+                bio.remap_to(&pool.data, pool.data_sector(l.block, offset))
+            }
             Err(PdError::NotFound) if op == Op::Read => {
                 let (bio, mapped) = bio.defer();
                 bio.zero_fill_and_end();
@@ -163,6 +181,20 @@ impl Target for ThinTarget {
                 mapped
             }
         }
+    }
+
+    /// Upstream's `thin_io_hints`: discards in whole blocks.
+    fn io_hints(&self, limits: &mut QueueLimits<'_>) {
+        if self.pool.discard_enabled() {
+            let bs = self.pool.block_size;
+            limits.set_discard_granularity(bs << 9);
+            limits.set_max_hw_discard_sectors(bs.saturating_mul(BIO_PRISON_MAX_RANGE));
+        }
+    }
+
+    /// Upstream's `thin_endio`.
+    fn end_io(&self, bio: EndIoBio<'_>) {
+        self.pool.end_io(&bio);
     }
 
     /// Upstream's `thin_status`.
