@@ -18,12 +18,17 @@
  *   for all of them (upstream dm-thin's passdown: begin/issue/end_discard);
  * - deferred set: counts of in-flight I/O by generation behind an
  *   IRQ-safe spinlock (upstream's dm_deferred_set, without work lists);
- * - the global pool table lock (a statically initialised mutex).
+ * - the global pool table lock (a statically initialised mutex);
+ * - the module parameter no_space_timeout (6.12's Rust module! has no
+ *   parameters): /sys/module/dm_thin_rs/parameters/no_space_timeout, or
+ *   `insmod dm_thin_rs.ko no_space_timeout=N`, as upstream's
+ *   dm_thin_pool.no_space_timeout.
  */
 
 #include <linux/bio.h>
 #include <linux/blkdev.h>
 #include <linux/jiffies.h>
+#include <linux/moduleparam.h>
 #include <linux/mutex.h>
 #include <linux/rwsem.h>
 #include <linux/slab.h>
@@ -59,6 +64,7 @@ void dmthin_down_write(struct rw_semaphore *s);
 void dmthin_up_write(struct rw_semaphore *s);
 void dmthin_pool_table_lock(void);
 void dmthin_pool_table_unlock(void);
+unsigned int dmthin_no_space_timeout(void);
 int dmthin_issue_discards(struct block_device *bdev, const u64 *ranges,
 			  unsigned int n, void (*done)(void *ctx, int err),
 			  void *ctx);
@@ -450,4 +456,18 @@ int dmthin_issue_discards(struct block_device *bdev, const u64 *ranges,
 		parent->bi_status = errno_to_blk_status(r);
 	bio_endio(parent);
 	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Module parameters */
+
+/* Upstream's NO_SPACE_TIMEOUT_SECS. */
+static unsigned int no_space_timeout_secs = 60;
+module_param_named(no_space_timeout, no_space_timeout_secs, uint, 0644);
+MODULE_PARM_DESC(no_space_timeout, "Out of data space queue IO timeout in seconds");
+
+/* Seconds bios wait for data space before failing (0: forever). */
+unsigned int dmthin_no_space_timeout(void)
+{
+	return READ_ONCE(no_space_timeout_secs);
 }

@@ -58,6 +58,8 @@ extern "C" {
     pub(crate) fn dmthin_pool_table_lock();
     pub(crate) fn dmthin_pool_table_unlock();
 
+    pub(crate) fn dmthin_no_space_timeout() -> c_uint;
+
     pub(crate) fn dmthin_issue_discards(
         bdev: *mut c_void,
         ranges: *const u64,

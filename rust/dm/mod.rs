@@ -18,7 +18,7 @@
 //! - [`sync`]: a reader/writer semaphore with try-read, and the pool table
 //!   lock; [`worker`]: an ordered workqueue with a periodic waker;
 //!   [`kcopyd`]: block zeroing and copying through dm-kcopyd; [`dset`]:
-//!   in-flight I/O counted by generation; all over `glue.c`, the C
+//!   in-flight I/O counted by generation; [`params`]: module parameters; all over `glue.c`, the C
 //!   object linked into the module for what has no Rust binding.
 
 #[macro_use]
@@ -31,6 +31,7 @@ pub(crate) mod dev;
 pub(crate) mod dset;
 mod glue;
 pub(crate) mod kcopyd;
+pub(crate) mod params;
 pub(crate) mod status;
 pub(crate) mod sync;
 pub(crate) mod target;

@@ -316,6 +316,11 @@ pub(crate) struct Pool {
     /// creation set).
     last_commit_ns: AtomicU64,
     requeue_retry: AtomicBool,
+    /// When bios waiting for data space start to fail (ns, monotonic; 0:
+    /// never), from the `no_space_timeout` parameter (upstream's
+    /// `no_space_timeout` delayed work; checked at every worker run, the
+    /// waker runs it every second).
+    no_space_deadline_ns: AtomicU64,
     low_water_triggered: AtomicBool,
     low_water_blocks: AtomicU64,
     zero_new_blocks: AtomicBool,
@@ -448,6 +453,7 @@ impl Pool {
             suspended: AtomicBool::new(true),
             last_commit_ns: AtomicU64::new(now_ns()),
             requeue_retry: AtomicBool::new(false),
+            no_space_deadline_ns: AtomicU64::new(0),
             low_water_triggered: AtomicBool::new(false),
             low_water_blocks: AtomicU64::new(0),
             zero_new_blocks: AtomicBool::new(true),
@@ -590,6 +596,15 @@ impl Pool {
             }
         }
         self.mode.store(new as u8, Ordering::Release);
+        if new != PoolMode::OutOfDataSpace {
+            self.no_space_deadline_ns.store(0, Ordering::Release);
+        } else if old != new && !self.error_if_no_space.load(Ordering::Acquire) {
+            let secs = crate::dm::params::no_space_timeout_secs();
+            if secs > 0 {
+                let at = now_ns().saturating_add(u64::from(secs) * 1_000_000_000);
+                self.no_space_deadline_ns.store(at, Ordering::Release);
+            }
+        }
         if new >= PoolMode::OutOfMetadataSpace {
             self.requeue_retry.store(false, Ordering::Release);
             // Bios waiting for space fail now (upstream
@@ -1003,6 +1018,7 @@ impl Pool {
     /// Upstream `pool_postsuspend`: stop the waker, drain the worker,
     /// commit.
     pub(crate) fn postsuspend(&self) {
+        self.no_space_deadline_ns.store(0, Ordering::Release);
         self.worker.stop_waker();
         self.worker.drain();
         let mut meta = self.meta.write();
@@ -1015,6 +1031,34 @@ impl Pool {
         if b.ti.is_some_and(|t| t.key() == ti.key()) {
             b.ti = None;
         }
+    }
+
+    /// Upstream `do_no_space_timeout`: out of data space for longer than
+    /// `no_space_timeout`, the pool stops queueing: waiting bios fail with
+    /// -ENOSPC, and so do later ones.
+    fn check_no_space_timeout(&self, ws: &mut WorkerState) {
+        let at = self.no_space_deadline_ns.load(Ordering::Acquire);
+        if at == 0 || now_ns() < at {
+            return;
+        }
+        self.no_space_deadline_ns.store(0, Ordering::Release);
+        if self.mode() != PoolMode::OutOfDataSpace || self.error_if_no_space.load(Ordering::Acquire)
+        {
+            return;
+        }
+        self.error_if_no_space.store(true, Ordering::Release);
+        self.event();
+        log::print(
+            Level::Info,
+            c"thin",
+            format_args!(
+                "{}: switching pool to {} (error IO) mode",
+                self.name(),
+                PoolMode::OutOfDataSpace.description()
+            ),
+        );
+        let retry = core::mem::replace(&mut ws.retry, BioList::new());
+        retry.fail(Status::NoSpace);
     }
 
     /// The effective features of the bound table (status words).
@@ -1806,6 +1850,7 @@ impl Pool {
 impl WorkerOps for Pool {
     fn run(&self) {
         let mut ws = self.ws.write();
+        self.check_no_space_timeout(&mut ws);
         self.process_prepared(&mut ws);
         self.process_discards(&mut ws);
         if self.mode() >= PoolMode::OutOfMetadataSpace {
