@@ -26,7 +26,7 @@
 
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
 
 use kernel::bindings;
 use kernel::error::from_err_ptr;
@@ -63,7 +63,9 @@ const WRITE_LOCKED: i32 = -1;
 /// aux data initialised by [`alloc_callback`], destroyed only on drop.
 pub(crate) struct BufioBm {
     client: *mut bindings::dm_bufio_client,
-    nr_blocks: u64,
+    /// Blocks the client may address (grows with the device: upstream's
+    /// block manager asks dm-bufio for the device size every time).
+    nr_blocks: AtomicU64,
     read_only: AtomicBool,
     /// The metadata device, held open for the client's lifetime (dropped
     /// after the client, which `Drop` destroys first).
@@ -103,6 +105,17 @@ fn io_error(e: kernel::error::Error) -> Error {
 }
 
 impl BufioBm {
+    /// Size of the metadata device now, in sectors.
+    pub(crate) fn dev_sectors(&self) -> u64 {
+        self._dev.nr_sectors()
+    }
+
+    /// Lets the client address `n` blocks (the device grew); never
+    /// shrinks.
+    pub(crate) fn grow_to(&self, n: u64) {
+        self.nr_blocks.fetch_max(n, Ordering::AcqRel);
+    }
+
     /// A client over `dev` seeing `nr_blocks` 4 KiB blocks; it owns the
     /// open device, which therefore stays open as long as the client.
     pub(crate) fn new(dev: Bdev, nr_blocks: u64) -> Result<Self> {
@@ -123,7 +136,7 @@ impl BufioBm {
         // INVARIANT: the client was just created with our aux layout.
         Ok(BufioBm {
             client,
-            nr_blocks,
+            nr_blocks: AtomicU64::new(nr_blocks),
             read_only: AtomicBool::new(false),
             _dev: dev,
         })
@@ -247,7 +260,7 @@ impl BufioBm {
     }
 
     fn check_range(&self, b: u64) -> Result<()> {
-        crate::pdata::block_manager::check_location(b, self.nr_blocks)
+        crate::pdata::block_manager::check_location(b, self.nr_blocks())
     }
 }
 
@@ -349,7 +362,7 @@ impl BlockManager for BufioBm {
         Self: 'a;
 
     fn nr_blocks(&self) -> u64 {
-        self.nr_blocks
+        self.nr_blocks.load(Ordering::Acquire)
     }
 
     fn read_lock(&self, b: u64, v: &'static Validator) -> Result<BufioRead<'_>> {
@@ -429,7 +442,7 @@ impl BlockManager for BufioBm {
     }
 
     fn prefetch(&self, b: u64) {
-        if b < self.nr_blocks {
+        if b < self.nr_blocks() {
             // SAFETY: the client is live; prefetch only queues reads.
             unsafe { bindings::dm_bufio_prefetch(self.client, b, 1) };
         }
@@ -463,6 +476,6 @@ impl BlockManager for BufioBm {
     /// and are written later: on abort they are unreferenced shadows.
     fn invalidate(&self) {
         // SAFETY: the client is live; forgetting is only a hint to bufio.
-        unsafe { bindings::dm_bufio_forget_buffers(self.client, 0, self.nr_blocks) };
+        unsafe { bindings::dm_bufio_forget_buffers(self.client, 0, self.nr_blocks()) };
     }
 }

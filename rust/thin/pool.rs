@@ -824,7 +824,9 @@ impl Pool {
         self.low_water_blocks
             .store(low_water_blocks, Ordering::Release);
         self.set_mode(&mut meta, new);
-        let r = self.maybe_resize_data_dev(&mut meta, len);
+        let r = self
+            .maybe_resize_data_dev(&mut meta, len)
+            .and_then(|c1| self.maybe_resize_metadata_dev(&mut meta).map(|c2| c1 || c2));
         match r {
             Ok(true) => {
                 let _ = self.commit(&mut meta);
@@ -834,6 +836,70 @@ impl Pool {
             Err(_) if self.mode() == PoolMode::Fail => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Upstream `maybe_resize_metadata_dev`: grows the metadata space map
+    /// to the metadata device's size (capped); true if it changed.
+    fn maybe_resize_metadata_dev(&self, meta: &mut MetaState) -> Result<bool> {
+        let dev_blocks =
+            meta.pmd.bm().dev_sectors().min(THIN_METADATA_MAX_SECTORS) / u64::from(BLOCK_SECTORS);
+        let sb_blocks = match meta.pmd.metadata_dev_size() {
+            Ok(s) => s,
+            Err(e) => {
+                log::print(
+                    Level::Err,
+                    c"thin",
+                    format_args!("{}: failed to retrieve metadata device size", self.name()),
+                );
+                return Err(pd_err(e));
+            }
+        };
+        if dev_blocks < sb_blocks {
+            log::print(
+                Level::Err,
+                c"thin",
+                format_args!(
+                    "{}: metadata device ({} blocks) too small: expected {}",
+                    self.name(),
+                    dev_blocks,
+                    sb_blocks
+                ),
+            );
+            return Err(EINVAL);
+        }
+        if dev_blocks == sb_blocks {
+            return Ok(false);
+        }
+        if meta.pmd.needs_check() {
+            log::print(
+                Level::Err,
+                c"thin",
+                format_args!(
+                    "{}: unable to grow the metadata device until repaired.",
+                    self.name()
+                ),
+            );
+            return Ok(false);
+        }
+        log::print(
+            Level::Info,
+            c"thin",
+            format_args!(
+                "{}: growing the metadata device from {} to {} blocks",
+                self.name(),
+                sb_blocks,
+                dev_blocks
+            ),
+        );
+        if self.mode() == PoolMode::OutOfMetadataSpace {
+            self.set_mode(meta, PoolMode::Write);
+        }
+        meta.pmd.bm().grow_to(dev_blocks);
+        if let Err(e) = meta.pmd.resize_metadata_dev(dev_blocks) {
+            self.metadata_operation_failed(meta, "dm_pool_resize_metadata_dev", e);
+            return Err(pd_err(e));
+        }
+        Ok(true)
     }
 
     /// Upstream `maybe_resize_data_dev`; `Ok(true)` if it grew.
