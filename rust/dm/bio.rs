@@ -451,6 +451,25 @@ impl Bio {
         }
     }
 
+    /// Fills the bio's pages with zeros (its data, before a read that
+    /// covers only part of it).
+    pub(crate) fn zero_fill(&mut self) {
+        // SAFETY: the bio is ours; its data pages are ours to fill.
+        unsafe { bindings::zero_fill_bio(self.raw()) };
+    }
+
+    /// Shortens the bio to `bytes` (no more than its size): the rest of
+    /// its pages are left as they are.
+    pub(crate) fn set_size(&mut self, bytes: u32) {
+        // SAFETY: the bio is ours; shrinking its iterator is allowed.
+        unsafe {
+            let it = &mut (*self.raw()).bi_iter;
+            if bytes < it.bi_size {
+                it.bi_size = bytes;
+            }
+        }
+    }
+
     /// Ends the bio successfully after filling its pages with zeros (a
     /// read of an unprovisioned block).
     pub(crate) fn zero_fill_and_end(self) {

@@ -167,6 +167,10 @@ struct Provision {
     /// When breaking sharing: the shared-read generation that must have
     /// finished before the mapping changes.
     quiesce: Option<u64>,
+    /// Preparing I/O jobs still running (copy, zeroing of a tail).
+    jobs_left: u32,
+    /// No preparing job failed so far.
+    jobs_ok: bool,
     /// The preparing I/O finished: whether it succeeded.
     prepared: Option<bool>,
     /// The whole-block write, back from its I/O, ended after the insert.
@@ -225,6 +229,28 @@ const COUNTED_SHARED_READ: u64 = 1;
 /// counted in `all_io` (generation `all_io_gen`).
 const COUNTED_ALL_IO: u64 = 2;
 
+/// A thin's external origin (upstream `tc->origin_dev`, `origin_size`):
+/// a read-only device that supplies the data of unprovisioned blocks.
+/// Owned by the thin table (boxed: bios point to it while in flight, and
+/// a table outlives its bios).
+pub(crate) struct Origin {
+    /// The origin device, held open by the thin table.
+    pub(crate) bdev: Bdev,
+    /// Its size in sectors, read at every thin preresume.
+    pub(crate) sectors: AtomicU64,
+}
+
+/// Where a new block's first contents come from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// Nothing: zeroed (unless `skip_block_zeroing`).
+    Fresh,
+    /// A data block shared with another device (breaking sharing).
+    Shared(u64),
+    /// The thin's external origin.
+    External(*const Origin),
+}
+
 /// The per-bio data of a thin bio: which thin device it is for, the
 /// deferred sets counting it until its `end_io`, and the completion hook
 /// of a whole-block write to a new block.
@@ -233,6 +259,8 @@ const COUNTED_ALL_IO: u64 = 2;
 pub(crate) struct ThinBio {
     /// The thin device id.
     pub(crate) dev_id: u64,
+    /// The thin table's external origin, or null.
+    origin: *const Origin,
     /// `COUNTED_*` bits.
     counted: u64,
     shared_gen: u64,
@@ -245,9 +273,10 @@ pub(crate) struct ThinBio {
 
 impl ThinBio {
     /// The per-bio data `map` writes first.
-    pub(crate) const fn new(dev_id: u64) -> Self {
+    pub(crate) const fn new(dev_id: u64, origin: *const Origin) -> Self {
         ThinBio {
             dev_id,
+            origin,
             counted: 0,
             shared_gen: 0,
             all_io_gen: 0,
@@ -1081,6 +1110,34 @@ impl Pool {
         unsafe { bio.per_bio::<ThinBio>() }.dev_id
     }
 
+    /// The external origin of the thin table `bio` came through.
+    fn origin_of(bio: &Bio) -> *const Origin {
+        // SAFETY: as in `dev_of`.
+        unsafe { bio.per_bio::<ThinBio>() }.origin
+    }
+
+    /// Upstream `process_cell`'s read of an unprovisioned block of a thin
+    /// with an external origin: from the origin as far as it reaches,
+    /// zeros beyond.
+    fn read_origin(&self, mut bio: Bio, origin: &Origin) {
+        let size = origin.sectors.load(Ordering::Acquire);
+        let start = bio.sector();
+        let end = start.saturating_add(u64::from(bio.size()) >> 9);
+        if end <= size {
+            let dev = &origin.bdev;
+            bio.remap(dev, start);
+            bio.submit();
+        } else if start < size {
+            bio.zero_fill();
+            // `size - start` sectors fit in the bio's u32 byte count.
+            bio.set_size(u32::try_from((size - start) << 9).unwrap_or(0));
+            bio.remap(&origin.bdev, start);
+            bio.submit();
+        } else {
+            bio.zero_fill_and_end();
+        }
+    }
+
     /// Upstream `pool_postsuspend`: stop the waker, drain the worker,
     /// commit.
     pub(crate) fn postsuspend(&self) {
@@ -1289,16 +1346,24 @@ impl Pool {
                     return;
                 }
                 // Upstream `break_sharing`.
-                self.provision(ws, dev_id, vblock, Some(l.block), bio);
+                self.provision(ws, dev_id, vblock, Source::Shared(l.block), bio);
             }
             Err(PdError::NotFound) => {
                 drop(meta);
+                let origin = Self::origin_of(&bio);
                 if op == Op::Read {
-                    bio.zero_fill_and_end();
+                    // SAFETY: a non-null origin is the thin table's, alive
+                    // while its bio is in flight.
+                    match unsafe { origin.as_ref() } {
+                        Some(o) => self.read_origin(bio, o),
+                        None => bio.zero_fill_and_end(),
+                    }
                 } else if mode != PoolMode::Write {
                     self.unserviceable(ws, bio);
+                } else if origin.is_null() {
+                    self.provision(ws, dev_id, vblock, Source::Fresh, bio);
                 } else {
-                    self.provision(ws, dev_id, vblock, None, bio);
+                    self.provision(ws, dev_id, vblock, Source::External(origin), bio);
                 }
             }
             Err(e) => {
@@ -1330,16 +1395,37 @@ impl Pool {
         }
     }
 
-    /// Upstream `provision_block` (`origin` `None`) and `break_sharing`
-    /// (`origin`: the shared data block the virtual block maps to now).
-    fn provision(
-        &self,
-        ws: &mut WorkerState,
-        dev_id: u64,
-        vblock: u64,
-        origin: Option<u64>,
-        bio: Bio,
-    ) {
+    /// Upstream `provision_block` (`Fresh`, `External`: the block's data
+    /// comes from the external origin as far as it reaches) and
+    /// `break_sharing` (`Shared`: the data block the virtual block maps to
+    /// now).
+    fn provision(&self, ws: &mut WorkerState, dev_id: u64, vblock: u64, src: Source, bio: Bio) {
+        let bs = u64::from(self.block_size);
+        // What to copy: (device, first sector, sectors); a copy shorter
+        // than a block (the origin ends inside it) gets its tail zeroed.
+        let copy: Option<(&Bdev, u64, u64)> = match src {
+            Source::Fresh => None,
+            Source::Shared(b) => Some((&self.data, self.data_sector(b, 0), bs)),
+            Source::External(o) => {
+                // SAFETY: the origin of the thin table `bio` came through,
+                // alive while the bio is in flight (it is held until the
+                // provision finishes).
+                let o = unsafe { &*o };
+                let size = o.sectors.load(Ordering::Acquire);
+                let begin = vblock.saturating_mul(bs);
+                if begin.saturating_add(bs) <= size {
+                    Some((&o.bdev, begin, bs))
+                } else if begin < size {
+                    Some((&o.bdev, begin, size - begin))
+                } else {
+                    None
+                }
+            }
+        };
+        let origin = match src {
+            Source::Shared(b) => Some(b),
+            _ => None,
+        };
         let mut meta = self.meta.write();
         let block = match self.alloc_data_block(&mut meta) {
             Ok(b) => b,
@@ -1367,7 +1453,8 @@ impl Pool {
                 return;
             }
         };
-        if origin.is_none() && !self.zero_new_blocks.load(Ordering::Acquire) {
+        let zero = self.zero_new_blocks.load(Ordering::Acquire);
+        if copy.is_none() && !zero {
             let r = meta.insert(dev_id, vblock, block);
             if let Err(e) = r {
                 self.metadata_operation_failed(&mut meta, "dm_thin_insert_block", e);
@@ -1383,30 +1470,40 @@ impl Pool {
             return;
         }
         drop(meta);
-        let whole = u64::from(bio.size()) == u64::from(self.block_size) << 9;
+        let whole = u64::from(bio.size()) == bs << 9;
+        // A copy that stops short of the block's end: its tail is zeroed
+        // too (when zeroing is on).
+        let tail = match copy {
+            Some((_, _, len)) if len < bs && zero => Some(len),
+            _ => None,
+        };
+        let njobs: u32 = if whole {
+            0
+        } else {
+            1 + u32::from(tail.is_some())
+        };
         // Reserve everything first, so that nothing can fail once the I/O
         // is under way.
-        let job = if whole {
-            None
-        } else {
+        let mut jobs: [Option<KBox<PrepareJob>>; 2] = [None, None];
+        if njobs > 0 {
             let outstanding = self.jobs_outstanding.load(Ordering::Acquire);
             let reserved = {
                 let mut done = self.jobs_done.write();
                 let need = usize::try_from(outstanding)
                     .unwrap_or(usize::MAX)
-                    .saturating_add(1)
+                    .saturating_add(2)
                     .saturating_sub(done.len());
                 done.try_reserve(need).is_ok()
             };
-            match KBox::new(PrepareJob { pool: self, id: 0 }, GFP_NOIO) {
-                Ok(j) if reserved => Some(j),
-                _ => {
-                    self.release_block(block);
-                    bio.end(Status::IoErr);
-                    return;
-                }
+            for slot in jobs.iter_mut().take(njobs as usize) {
+                *slot = KBox::new(PrepareJob { pool: self, id: 0 }, GFP_NOIO).ok();
             }
-        };
+            if !reserved || jobs.iter().take(njobs as usize).any(|j| j.is_none()) {
+                self.release_block(block);
+                bio.end(Status::IoErr);
+                return;
+            }
+        }
         if ws.provisions.try_reserve(1).is_err() {
             self.release_block(block);
             bio.end(Status::IoErr);
@@ -1435,11 +1532,12 @@ impl Pool {
             data_block: block,
             waiters: BioList::new(),
             quiesce,
+            jobs_left: njobs,
+            jobs_ok: true,
             prepared: None,
             overwrite: None,
         };
-        let bs = u64::from(self.block_size);
-        let Some(mut job) = job else {
+        if whole {
             // The write covers the whole block: no zeroing or copying; the
             // write goes to the new block and the mapping is inserted when
             // it is done (upstream `io_overwrites_block`).
@@ -1458,21 +1556,27 @@ impl Pool {
                 bio.submit_hooked(core::ptr::addr_of_mut!((*pb).hook), self);
             }
             return;
-        };
+        }
         // Zero or copy into the new block, then insert the mapping, then
         // issue.
-        job.id = id;
         p.waiters.push(bio);
         // Room was reserved above: this cannot fail.
         let _ = ws.provisions.try_push(p);
-        self.jobs_outstanding.fetch_add(1, Ordering::AcqRel);
         let to = self.data_sector(block, 0);
-        match origin {
-            Some(o) => {
-                let from = self.data_sector(o, 0);
-                self.kcopyd.copy(&self.data, from, &self.data, to, bs, job)
+        let [j0, j1] = jobs;
+        if let Some(mut job) = j0 {
+            job.id = id;
+            self.jobs_outstanding.fetch_add(1, Ordering::AcqRel);
+            match copy {
+                Some((dev, from, len)) => self.kcopyd.copy(dev, from, &self.data, to, len, job),
+                None => self.kcopyd.zero(&self.data, to, bs, job),
             }
-            None => self.kcopyd.zero(&self.data, to, bs, job),
+        }
+        if let (Some(mut job), Some(len)) = (j1, tail) {
+            job.id = id;
+            self.jobs_outstanding.fetch_add(1, Ordering::AcqRel);
+            self.kcopyd
+                .zero(&self.data, to.saturating_add(len), bs - len, job);
         }
     }
 
@@ -1491,7 +1595,11 @@ impl Pool {
         for &(id, ok) in done.iter() {
             self.jobs_outstanding.fetch_sub(1, Ordering::AcqRel);
             if let Some(p) = ws.provisions.iter_mut().find(|p| p.id == id) {
-                p.prepared = Some(ok);
+                p.jobs_left = p.jobs_left.saturating_sub(1);
+                p.jobs_ok &= ok;
+                if p.jobs_left == 0 {
+                    p.prepared = Some(p.jobs_ok);
+                }
             } else if let Some(d) = ws.discards.iter_mut().find(|d| d.id == id) {
                 d.passdown = Some(Some(ok));
             }

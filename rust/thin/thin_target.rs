@@ -12,18 +12,20 @@
 //! found in the current transaction with a try-read of the metadata and
 //! cache-only block reads, completes reads of unprovisioned blocks with
 //! zeros, and defers everything else (discards included) to the pool's
-//! worker (see [`pool`](super::pool)).  External origins are not
-//! supported yet: a table naming one is refused.
+//! worker (see [`pool`](super::pool)).  With an external origin, reads of
+//! unprovisioned blocks go to the worker too, which reads them from the
+//! origin.
 
 use core::ffi::CStr;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::alloc::KBox;
 
 use kernel::prelude::*;
 
-use super::pool::{PoolMode, ThinBindError, ThinBio, THIN_BIO_SIZE};
+use super::pool::{Origin, PoolMode, ThinBindError, ThinBio, THIN_BIO_SIZE};
 use super::registry::{self, PoolRef};
 use crate::dm::args::Args;
+use crate::dm::bdev::Bdev;
 use crate::dm::bio::{BioInfo, EndIoBio, MapBio, Mapped, Op, Status};
 use crate::dm::dev::{DmDev, MappedDevice, Mode};
 use crate::dm::status::StatusWriter;
@@ -42,6 +44,9 @@ pub(crate) struct ThinTarget {
     pool: PoolRef,
     pool_dev: DmDev,
     origin_dev: Option<DmDev>,
+    /// The external origin as the pool's worker uses it (boxed: bios in
+    /// flight point to it).
+    origin: Option<KBox<Origin>>,
     dev_id: u64,
     /// Identity of this table's target (the pool's active list key).
     key: usize,
@@ -66,6 +71,18 @@ impl Target for ThinTarget {
                 DmDev::get(ti, path, Mode::Read)
                     .map_err(|e| CtrError::new(c"Error opening origin device", e))?,
             ),
+            None => None,
+        };
+        let origin = match &origin_dev {
+            Some(d) => {
+                let bdev = Bdev::open(d.dev_t())
+                    .map_err(|e| CtrError::new(c"Error opening origin device", e))?;
+                let sectors = AtomicU64::new(bdev.nr_sectors());
+                Some(
+                    KBox::new(Origin { bdev, sectors }, GFP_KERNEL)
+                        .map_err(|_| CtrError::new(c"Error opening origin device", ENOMEM))?,
+                )
+            }
             None => None,
         };
         let (Some(pool_path), Some(id_arg)) = (args.c_str(0), argv.get(1)) else {
@@ -97,6 +114,7 @@ impl Target for ThinTarget {
         let mut thin = ThinTarget {
             pool,
             pool_dev,
+            origin,
             origin_dev,
             dev_id,
             key: ti.handle().key(),
@@ -110,12 +128,6 @@ impl Target for ThinTarget {
         // In case the pool supports discards, pass them on.
         if thin.pool.discard_enabled() {
             ti.set_discards(1, true, true);
-        }
-        if thin.origin_dev.is_some() {
-            return Err(CtrError::new(
-                c"External origin devices are not supported yet",
-                super::pool::eopnotsupp(),
-            ));
         }
         match thin.pool.add_active_thin(thin.key, ti.md()) {
             Ok(()) => thin.active = true,
@@ -138,7 +150,7 @@ impl Target for ThinTarget {
         let pool = &*self.pool;
         // First, so that `end_io` always finds it.
         // SAFETY: this target's `per_io_data_size` is `THIN_BIO_SIZE`.
-        unsafe { bio.set_per_bio(ThinBio::new(self.dev_id)) };
+        unsafe { bio.set_per_bio(ThinBio::new(self.dev_id, self.origin_ptr())) };
         if self.requeue.load(Ordering::Acquire) {
             let (bio, mapped) = bio.defer();
             bio.end(Status::Requeue);
@@ -170,7 +182,7 @@ impl Target for ThinTarget {
                 drop(meta);
                 bio.remap_to(&pool.data, pool.data_sector(l.block, offset))
             }
-            Err(PdError::NotFound) if op == Op::Read => {
+            Err(PdError::NotFound) if op == Op::Read && self.origin.is_none() => {
                 let (bio, mapped) = bio.defer();
                 bio.zero_fill_and_end();
                 mapped
@@ -190,6 +202,14 @@ impl Target for ThinTarget {
             limits.set_discard_granularity(bs << 9);
             limits.set_max_hw_discard_sectors(bs.saturating_mul(BIO_PRISON_MAX_RANGE));
         }
+    }
+
+    /// Upstream's `thin_preresume`: the origin's size is read again.
+    fn preresume(&self, _ti: TargetHandle) -> Result {
+        if let Some(o) = &self.origin {
+            o.sectors.store(o.bdev.nr_sectors(), Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Upstream's `thin_endio`.
@@ -246,6 +266,14 @@ impl Target for ThinTarget {
 }
 
 impl ThinTarget {
+    /// This table's external origin for the per-bio data (null if none).
+    fn origin_ptr(&self) -> *const Origin {
+        match &self.origin {
+            Some(o) => &**o,
+            None => core::ptr::null(),
+        }
+    }
+
     fn write_info(&self, out: &mut StatusWriter<'_>) -> core::fmt::Result {
         use core::fmt::Write;
         let meta = self.pool.meta.read();
