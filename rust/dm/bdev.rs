@@ -19,6 +19,18 @@ use kernel::ffi::{c_int, c_uint, c_void};
 
 use super::glue;
 
+/// A block device I/O can be sent to (kcopyd regions).
+pub(crate) trait BlockDev {
+    /// The device; valid as long as `self`.
+    fn bdev_ptr(&self) -> *mut bindings::block_device;
+}
+
+impl BlockDev for Bdev {
+    fn bdev_ptr(&self) -> *mut bindings::block_device {
+        self.bdev
+    }
+}
+
 /// The completion of asynchronous I/O the module started (a kcopyd
 /// request, discards): its boxed context goes with the request and comes
 /// back exactly once.

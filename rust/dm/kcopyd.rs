@@ -12,7 +12,7 @@ use kernel::bindings;
 use kernel::error::{from_err_ptr, Result};
 use kernel::ffi::{c_int, c_ulong, c_void};
 
-use super::bdev::{Bdev, IoJob};
+use super::bdev::{BlockDev, IoJob};
 
 /// A kcopyd client, destroyed on drop.
 ///
@@ -51,9 +51,15 @@ impl Kcopyd {
 
     /// Zeroes `count` sectors of `dev` from `sector`; `job.done` runs when
     /// it finished.
-    pub(crate) fn zero<J: IoJob>(&self, dev: &Bdev, sector: u64, count: u64, job: KBox<J>) {
+    pub(crate) fn zero<J: IoJob>(
+        &self,
+        dev: &impl BlockDev,
+        sector: u64,
+        count: u64,
+        job: KBox<J>,
+    ) {
         let mut region = bindings::dm_io_region {
-            bdev: dev.as_ptr(),
+            bdev: dev.bdev_ptr(),
             sector,
             count,
         };
@@ -69,20 +75,20 @@ impl Kcopyd {
     /// `to`; `job.done` runs when it finished.
     pub(crate) fn copy<J: IoJob>(
         &self,
-        from: &Bdev,
+        from: &impl BlockDev,
         sector: u64,
-        to: &Bdev,
+        to: &impl BlockDev,
         to_sector: u64,
         count: u64,
         job: KBox<J>,
     ) {
         let mut src = bindings::dm_io_region {
-            bdev: from.as_ptr(),
+            bdev: from.bdev_ptr(),
             sector,
             count,
         };
         let mut dst = bindings::dm_io_region {
-            bdev: to.as_ptr(),
+            bdev: to.bdev_ptr(),
             sector: to_sector,
             count,
         };

@@ -218,6 +218,29 @@ impl TargetHandle {
     }
 }
 
+/// A mapped device's own block device, not opened: valid while the
+/// mapped device exists.  Its holder must not outlive the device (the
+/// pool, which keeps one for its table's device, is destroyed by that
+/// device's table destructor at the latest).
+///
+/// # Invariants
+///
+/// `bdev` is `part0` of a live mapped device's disk.
+pub(crate) struct MdDisk {
+    bdev: *mut bindings::block_device,
+}
+
+// SAFETY: the block device pointer may be used for I/O from any thread.
+unsafe impl Send for MdDisk {}
+// SAFETY: as above.
+unsafe impl Sync for MdDisk {}
+
+impl super::bdev::BlockDev for MdDisk {
+    fn bdev_ptr(&self) -> *mut bindings::block_device {
+        self.bdev
+    }
+}
+
 /// A mapped device, used by a pool as its identity and for its name in
 /// log lines.
 ///
@@ -242,6 +265,16 @@ impl MdRef {
     /// Identity key.
     pub(crate) fn key(&self) -> usize {
         self.md as usize
+    }
+
+    /// The mapped device's own block device (`dm_disk(md)->part0`), for
+    /// I/O through the device's table.
+    pub(crate) fn disk(&self) -> MdDisk {
+        // SAFETY: `md` is live (type invariant); its disk exists as long as
+        // the device.
+        let bdev = unsafe { (*bindings::dm_disk(self.md)).part0 };
+        // INVARIANT: see `MdDisk`.
+        MdDisk { bdev }
     }
 
     /// A counted reference on the device (`dm_hold`), or `None` if the

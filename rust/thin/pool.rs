@@ -74,7 +74,7 @@ use crate::dm::dset::DeferredSet;
 use crate::dm::kcopyd::Kcopyd;
 use crate::dm::log::{self, Level};
 use crate::dm::sync::{LockClass, RwSem};
-use crate::dm::target::{MdRef, TargetHandle};
+use crate::dm::target::{MdDisk, MdRef, TargetHandle};
 use crate::dm::worker::{Worker, WorkerOps};
 use crate::env::Vec;
 use crate::pdata::block_manager::{BlockManager, BLOCK_SECTORS};
@@ -240,6 +240,15 @@ pub(crate) struct Origin {
     pub(crate) sectors: AtomicU64,
 }
 
+/// The source device of a copy.
+#[derive(Clone, Copy)]
+enum CopyFrom<'a> {
+    /// The pool device (a shared data block).
+    Pool,
+    /// An external origin.
+    Origin(&'a Bdev),
+}
+
 /// Where a new block's first contents come from.
 #[derive(Clone, Copy)]
 enum Source {
@@ -300,6 +309,11 @@ pub(crate) struct Pool {
     worker: Worker<Pool>,
     /// Identity: the pool's mapped device.
     md: MdRef,
+    /// The pool device itself: kcopyd zeroes and copies blocks through
+    /// it, as upstream does (the pool device never advertises
+    /// WRITE_ZEROES, so kcopyd writes zero pages: a data device that
+    /// advertises WRITE_ZEROES but fails it cannot break provisioning).
+    pool_dev: MdDisk,
     /// Identity: the metadata device number.
     pub(crate) metadata_dev: u32,
     /// The data device.
@@ -428,6 +442,7 @@ impl Pool {
         let pool = Pool {
             kcopyd,
             worker,
+            pool_dev: md.disk(),
             md,
             metadata_dev,
             data,
@@ -1403,9 +1418,9 @@ impl Pool {
         let bs = u64::from(self.block_size);
         // What to copy: (device, first sector, sectors); a copy shorter
         // than a block (the origin ends inside it) gets its tail zeroed.
-        let copy: Option<(&Bdev, u64, u64)> = match src {
+        let copy: Option<(CopyFrom<'_>, u64, u64)> = match src {
             Source::Fresh => None,
-            Source::Shared(b) => Some((&self.data, self.data_sector(b, 0), bs)),
+            Source::Shared(b) => Some((CopyFrom::Pool, self.data_sector(b, 0), bs)),
             Source::External(o) => {
                 // SAFETY: the origin of the thin table `bio` came through,
                 // alive while the bio is in flight (it is held until the
@@ -1414,9 +1429,9 @@ impl Pool {
                 let size = o.sectors.load(Ordering::Acquire);
                 let begin = vblock.saturating_mul(bs);
                 if begin.saturating_add(bs) <= size {
-                    Some((&o.bdev, begin, bs))
+                    Some((CopyFrom::Origin(&o.bdev), begin, bs))
                 } else if begin < size {
-                    Some((&o.bdev, begin, size - begin))
+                    Some((CopyFrom::Origin(&o.bdev), begin, size - begin))
                 } else {
                     None
                 }
@@ -1568,15 +1583,21 @@ impl Pool {
             job.id = id;
             self.jobs_outstanding.fetch_add(1, Ordering::AcqRel);
             match copy {
-                Some((dev, from, len)) => self.kcopyd.copy(dev, from, &self.data, to, len, job),
-                None => self.kcopyd.zero(&self.data, to, bs, job),
+                Some((CopyFrom::Pool, from, len)) => {
+                    self.kcopyd
+                        .copy(&self.pool_dev, from, &self.pool_dev, to, len, job)
+                }
+                Some((CopyFrom::Origin(dev), from, len)) => {
+                    self.kcopyd.copy(dev, from, &self.pool_dev, to, len, job)
+                }
+                None => self.kcopyd.zero(&self.pool_dev, to, bs, job),
             }
         }
         if let (Some(mut job), Some(len)) = (j1, tail) {
             job.id = id;
             self.jobs_outstanding.fetch_add(1, Ordering::AcqRel);
             self.kcopyd
-                .zero(&self.data, to.saturating_add(len), bs - len, job);
+                .zero(&self.pool_dev, to.saturating_add(len), bs - len, job);
         }
     }
 
