@@ -6,7 +6,9 @@
 # Usage: scripts/bench.sh --guest [options]
 #   --smoke          smoke size (CI): 0.4 s runs, small devices, 3 repetitions
 #   --reps N         repetitions (default 3); each runs linear, upstream and
-#                    ours once, in a random order per repetition
+#                    ours once; orders: a random one, then its rotations
+#                    (every stack in every position once per 3 repetitions),
+#                    reversed for repetitions 4-6
 #   --size MB        size of the prefilled thin of the provisioned-block
 #                    workloads (default 256, smoke 16)
 #   --runtime T      time per workload, seconds or with ms (default 10,
@@ -128,15 +130,21 @@ DATA_MB=$(( (SIZE_MB * 1048576 + (PROV_BLOCKS + FSYNC_BLOCKS + MULTI_N * MULTI_B
 mkdir -p "$OUT/iologs"
 OUT="$(realpath "$OUT")"
 
-# Stack orders: a random permutation per repetition.
+# Stack orders: a random permutation for the first repetition, then its
+# rotations (each stack takes each position once every 3 repetitions),
+# reversed in the next 3 (so each pair of stacks runs in both orders);
+# then again from another random permutation.
 ORDERS=$(python3 - "$SEED" "$REPS" <<'EOF'
 import random, sys
 r = random.Random(int(sys.argv[1]))
 out = []
-for _ in range(int(sys.argv[2])):
-    s = ["linear", "upstream", "ours"]
-    r.shuffle(s)
-    out.append(",".join(s))
+for i in range(int(sys.argv[2])):
+    if i % 6 == 0:
+        base = ["linear", "upstream", "ours"]
+        r.shuffle(base)
+    b = base if i % 6 < 3 else base[::-1]
+    k = i % 3
+    out.append(",".join(b[k:] + b[:k]))
 print(" ".join(out))
 EOF
 )

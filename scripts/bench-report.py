@@ -248,9 +248,18 @@ def main():
         s["ours/upstream"] = ratio(s["ours"], s["upstream"])
         s["ours/linear"] = ratio(s["ours"], s["linear"])
         s["upstream/linear"] = ratio(s["upstream"], s["linear"])
+        # Paired: the ratio within each repetition (runs close in time,
+        # under the same host load), then the median of those.
+        per_rep = {}
+        for r in rows:
+            if r["workload"] == wl:
+                per_rep.setdefault(r["rep"], {})[r["stack"]] = r["value"]
+        pr = [v["ours"] / v["upstream"] for v in per_rep.values()
+              if v.get("ours") is not None and v.get("upstream")]
+        s["ours/upstream_paired"] = statistics.median(pr) if pr else None
         summ.append(s)
     skeys = ["workload", "unit"] + [k for st in STACKS for k in (st, st + "_q1", st + "_q3")] + \
-        ["ours/upstream", "ours/linear", "upstream/linear"]
+        ["ours/upstream", "ours/upstream_paired", "ours/linear", "upstream/linear"]
     with open(os.path.join(d, "summary.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=skeys)
         w.writeheader()
@@ -258,14 +267,15 @@ def main():
             w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in s.items()})
 
     out = []
-    out.append(f"Guest benchmark: {nreps} repetitions, median [IQR] per stack; ratios of the medians")
+    out.append(f"Guest benchmark: {nreps} repetitions, median [IQR] per stack; ratios of the medians "
+               "(paired: median of the per-repetition ours/upstream ratios)")
     out.append(f"  pool block {bs} sectors, features '{p.get('POOL_FEATURES', '')}', low water mark 0; "
                f"runtime {p['RUNTIME_MS']} ms (ramp {p['RAMP_MS']} ms), prefilled thin {p['SIZE_MB']} MiB, "
                f"QD{qd}, {multi} thins in multi; guest {p.get('GUEST_CPUS', '?')} vCPU, "
                f"{p.get('GUEST_MEM', '?')}; loop devices on guest tmpfs; seed {p['SEED']}, "
                f"orders {p['ORDERS']}; commit {p.get('HOST_COMMIT', '?')}")
     hdr = f"{'workload':<20} {'unit':<6}" + "".join(f" {st:>22}" for st in STACKS) + \
-        f" {'ours/up':>8} {'ours/lin':>8} {'up/lin':>8}"
+        f" {'ours/up':>8} {'paired':>7} {'ours/lin':>8} {'up/lin':>8}"
     out.append(hdr)
     out.append("-" * len(hdr))
     for s in summ:
@@ -276,7 +286,8 @@ def main():
             else:
                 cells.append(f" {fmt(s[st]) + ' [' + fmt(s[st + '_q1']) + '-' + fmt(s[st + '_q3']) + ']':>22}")
         out.append(f"{s['workload']:<20} {s['unit']:<6}" + "".join(cells) +
-                   "".join(f" {fmt(s[k]):>8}" for k in ("ours/upstream", "ours/linear", "upstream/linear")))
+                   f" {fmt(s['ours/upstream']):>8} {fmt(s['ours/upstream_paired']):>7}" +
+                   "".join(f" {fmt(s[k]):>8}" for k in ("ours/linear", "upstream/linear")))
     out.append("")
     out.append("CPU (medians): fio usr%/sys% (the fio processes), guest busy % of the run, guest CPU us per I/O "
                "(busy x runtime / I/Os: target work in kworkers included); p99 completion latency us")
