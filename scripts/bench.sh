@@ -12,10 +12,15 @@
 #   (arguments are passed to the benchmark; default N = 1000000)
 #
 # These are host figures of the shared Rust code only (no device I/O).
-# Guest benchmarks in the kernel against upstream's C dm-thin come with
-# the pool target (later issues).
+#
+# scripts/bench.sh --guest [--smoke] [--reps N] [--size MB] [...] is the
+# guest benchmark instead: upstream's C dm-thin, ours and dm-linear in one
+# guest boot with fio (scripts/bench-guest.sh; --guest --help for options).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$REPO"
+for a in "$@"; do
+    [ "$a" = --guest ] && exec bash "$REPO/scripts/bench-guest.sh" "$@"
+done
 say "building and running pdata_bench (release)"
 exec cargo +"$RUST_VERSION" run --release -q -p host-tests --bin pdata_bench -- "$@"

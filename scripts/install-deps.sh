@@ -9,7 +9,7 @@ set -euo pipefail
 PKGS=(linux-source-6.12 qemu-system-x86 flex bison bc libelf-dev libssl-dev
       cpio libclang-dev clang lld llvm kmod dmsetup thin-provisioning-tools
       fio e2fsprogs util-linux lvm2 xz-utils make gcc python3 python3-pip
-      busybox-static rsync)
+      busybox-static rsync gnuplot-nox)
 
 missing=()
 for p in "${PKGS[@]}"; do
