@@ -510,6 +510,9 @@ OPS = {"create": op_create, "remove": op_remove, "status": op_status,
        "message": op_message, "write": op_write, "cmp": op_cmp,
        "suspend": op_suspend, "resume": op_resume}
 
+# Kernel lines unrelated to any step (CMP_UNRELATED_RE) are left out.
+import re
+UNRELATED = re.compile(os.environ.get("CMP_UNRELATED_RE") or "^$")
 kr = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
 os.lseek(kr, 0, os.SEEK_END)
 kw = os.open("/dev/kmsg", os.O_WRONLY)
@@ -526,6 +529,7 @@ def klog(n):
             continue
         msg = rec.decode(errors="replace").split("\n", 1)[0].split(";", 1)[-1]
         if msg == mark: return lines
+        if UNRELATED.search(msg): continue
         lines.append(msg)
     return lines + ["(kernel log mark not seen)"]
 
@@ -558,7 +562,7 @@ cmp_op() {
     local IFS="|"
     printf '%s\n' "$*" >> "$CMP_DIR/.ops"
 }
-cmp__batch_run() { python3 -c "$CMP_BATCH_PY" "$@"; }
+cmp__batch_run() { CMP_UNRELATED_RE="$CMP_UNRELATED_RE" python3 -c "$CMP_BATCH_PY" "$@"; }
 cmp_batch() {
     local l n=0
     mv "$CMP_DIR/.ops" "$CMP_DIR/.ops-run"
