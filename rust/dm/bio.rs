@@ -375,25 +375,7 @@ impl Bio {
     ///
     /// `slot` must point to a `HookSlot` inside this bio's per-bio data,
     /// suitably aligned, and `owner` must stay alive until `io_done` ran.
-    pub(crate) unsafe fn submit_hooked<H: HookedCompletion>(
-        mut self,
-        slot: *mut HookSlot,
-        owner: &H,
-    ) {
-        // SAFETY: the caller's contract is `set_hook`'s.
-        unsafe { self.set_hook(slot, owner) };
-        self.submit();
-    }
-
-    /// Installs a completion hook without submitting: however the bio
-    /// ends from now on (its I/O, or [`Bio::end`] on an error path),
-    /// `owner.io_done` gets it back first.
-    ///
-    /// # Safety
-    ///
-    /// As for [`Bio::submit_hooked`]; a hook is installed at most once
-    /// before the bio ends.
-    pub(crate) unsafe fn set_hook<H: HookedCompletion>(&mut self, slot: *mut HookSlot, owner: &H) {
+    pub(crate) unsafe fn submit_hooked<H: HookedCompletion>(self, slot: *mut HookSlot, owner: &H) {
         let p = self.raw();
         // SAFETY: `slot` is valid for writes (caller); the bio is ours.
         unsafe {
@@ -406,6 +388,7 @@ impl Bio {
             (*p).bi_end_io = Some(hooked_endio);
             (*p).bi_private = slot.cast();
         }
+        self.submit();
     }
 
     /// Whether the bio's I/O failed (its status is not OK).

@@ -1501,15 +1501,7 @@ impl Pool {
         // is under way.
         let mut jobs: [Option<KBox<PrepareJob>>; 2] = [None, None];
         if njobs > 0 {
-            let outstanding = self.jobs_outstanding.load(Ordering::Acquire);
-            let reserved = {
-                let mut done = self.jobs_done.write();
-                let need = usize::try_from(outstanding)
-                    .unwrap_or(usize::MAX)
-                    .saturating_add(2)
-                    .saturating_sub(done.len());
-                done.try_reserve(need).is_ok()
-            };
+            let reserved = self.reserve_job_results(2);
             for slot in jobs.iter_mut().take(njobs as usize) {
                 *slot = KBox::new(PrepareJob { pool: self, id: 0 }, GFP_NOIO).ok();
             }
@@ -1599,6 +1591,18 @@ impl Pool {
             self.kcopyd
                 .zero(&self.pool_dev, to.saturating_add(len), bs - len, job);
         }
+    }
+
+    /// Makes room in `jobs_done` for the results of every job in flight
+    /// plus `n` more, so that a job's completion never allocates.
+    fn reserve_job_results(&self, n: usize) -> bool {
+        let outstanding = self.jobs_outstanding.load(Ordering::Acquire);
+        let mut done = self.jobs_done.write();
+        let need = usize::try_from(outstanding)
+            .unwrap_or(usize::MAX)
+            .saturating_add(n)
+            .saturating_sub(done.len());
+        done.try_reserve(need).is_ok()
     }
 
     /// Gives back a data block allocated for a provision that failed.
@@ -1952,15 +1956,7 @@ impl Pool {
         if ranges.is_empty() {
             return false;
         }
-        let outstanding = self.jobs_outstanding.load(Ordering::Acquire);
-        let reserved = {
-            let mut done = self.jobs_done.write();
-            let need = usize::try_from(outstanding)
-                .unwrap_or(usize::MAX)
-                .saturating_add(1)
-                .saturating_sub(done.len());
-            done.try_reserve(need).is_ok()
-        };
+        let reserved = self.reserve_job_results(1);
         let Ok(job) = KBox::new(
             PrepareJob {
                 pool: self,
