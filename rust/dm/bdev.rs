@@ -10,7 +10,7 @@
 //! the dm-bufio client and every remapped bio use a device the pool owns.
 //!
 //! Also [`IoJob`], the completion of asynchronous work the module starts
-//! (kcopyd jobs, [`Bdev::discard`]).
+//! (kcopyd jobs, [`Bdev::discard`], [`zero_out`]).
 
 use kernel::alloc::KBox;
 use kernel::bindings;
@@ -43,7 +43,8 @@ pub(crate) trait IoJob: Send + Sized {
 
 /// # Safety
 ///
-/// `ctx` is the box leaked by `Bdev::discard`, given back exactly once.
+/// `ctx` is the box leaked by `Bdev::discard` or `zero_out`, given back
+/// exactly once.
 unsafe extern "C" fn discard_done<J: IoJob>(ctx: *mut c_void, err: c_int) {
     // SAFETY: see above.
     let job = unsafe { KBox::from_raw(ctx.cast::<J>()) };
@@ -146,6 +147,31 @@ impl Bdev {
         }
         Ok(())
     }
+}
+
+/// Writes zeros to `count` sectors of `dev` from `sector` with plain
+/// writes of the zero page (never WRITE_ZEROES, which a device stack may
+/// advertise and then fail); `job.done` runs once when all finished.  The
+/// caller keeps the device open until then.  On `Err` (no memory) nothing
+/// was started and the job is dropped.
+pub(crate) fn zero_out<J: IoJob>(
+    dev: &impl BlockDev,
+    sector: u64,
+    count: u64,
+    job: KBox<J>,
+) -> Result {
+    let ctx = KBox::into_raw(job).cast::<c_void>();
+    // SAFETY: the device is valid while `dev` is (`BlockDev`); `ctx` comes
+    // back once to `discard_done::<J>` unless the call fails.
+    let r = unsafe {
+        glue::dmthin_issue_zeroes(dev.bdev_ptr().cast(), sector, count, discard_done::<J>, ctx)
+    };
+    if r != 0 {
+        // SAFETY: not handed to C: reclaim the box.
+        drop(unsafe { KBox::from_raw(ctx.cast::<J>()) });
+        return Err(ENOMEM);
+    }
+    Ok(())
 }
 
 impl Drop for Bdev {

@@ -101,6 +101,14 @@ pub(crate) unsafe trait BioInfo {
         opf & bindings::REQ_PREFLUSH != 0
     }
 
+    /// `REQ_NOUNMAP` is set (a WRITE_ZEROES that must leave the range
+    /// allocated).
+    fn is_nounmap(&self) -> bool {
+        // SAFETY: `raw` is valid (trait contract).
+        let opf = unsafe { (*self.raw()).bi_opf };
+        opf & (1u32 << bindings::req_flag_bits___REQ_NOUNMAP) != 0
+    }
+
     /// First sector.
     fn sector(&self) -> u64 {
         // SAFETY: `raw` is valid (trait contract).
@@ -253,6 +261,23 @@ impl<'a> MapBio<'a> {
             (*self.raw()).bi_iter.bi_sector = sector;
         }
         Self::done(bindings::DM_MAPIO_REMAPPED)
+    }
+
+    /// Keeps only the first `sectors` sectors of the bio: dm core sends the
+    /// rest as a new bio later (`dm_accept_partial_bio`).  Only for reads,
+    /// writes and WRITE_ZEROES that dm core sends to the target as one bio
+    /// (`num_write_zeroes_bios` = 1: dm core BUGs on duplicated bios), not
+    /// flushes; zero, or not less than the bio's size, changes nothing.
+    pub(crate) fn accept_partial(&mut self, sectors: u32) {
+        let allowed =
+            matches!(self.op(), Op::Read | Op::Write | Op::WriteZeroes) && !self.is_preflush();
+        if !allowed || sectors == 0 || u64::from(sectors) >= u64::from(self.size()) >> 9 {
+            return;
+        }
+        // SAFETY: `bio` is map's bio (type invariant), we are in `map`, it
+        // is not a flush and (per this method's contract) not duplicated;
+        // `sectors` is below its size.
+        unsafe { bindings::dm_accept_partial_bio(self.raw(), sectors) };
     }
 
     /// Fails the bio with an I/O error (`DM_MAPIO_KILL`).
@@ -416,6 +441,13 @@ impl Bio {
             bindings::bio_set_dev(self.raw(), dev.as_ptr());
             (*self.raw()).bi_iter.bi_sector = sector;
         }
+    }
+
+    /// Clears `REQ_NOUNMAP` (a WRITE_ZEROES whose target honours the
+    /// allocation request itself passes the bio on without it).
+    pub(crate) fn clear_nounmap(&mut self) {
+        // SAFETY: the bio is valid and ours (type invariant).
+        unsafe { (*self.raw()).bi_opf &= !(1u32 << bindings::req_flag_bits___REQ_NOUNMAP) };
     }
 
     /// Submits the bio (`submit_bio_noacct`).

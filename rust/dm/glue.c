@@ -16,6 +16,9 @@
  * - rwsem: a reader/writer semaphore with try-lock for readers;
  * - discards: data-block ranges discarded asynchronously, one completion
  *   for all of them (upstream dm-thin's passdown: begin/issue/end_discard);
+ * - zeroes: a range written with the zero page asynchronously, never with
+ *   WRITE_ZEROES (new blocks are zeroed so even when a device stack
+ *   advertises WRITE_ZEROES it no longer supports);
  * - deferred set: counts of in-flight I/O by generation behind an
  *   IRQ-safe spinlock (upstream's dm_deferred_set, without work lists);
  * - the global pool table lock (a statically initialised mutex);
@@ -68,6 +71,8 @@ unsigned int dmthin_no_space_timeout(void);
 int dmthin_issue_discards(struct block_device *bdev, const u64 *ranges,
 			  unsigned int n, void (*done)(void *ctx, int err),
 			  void *ctx);
+int dmthin_issue_zeroes(struct block_device *bdev, u64 sector, u64 nr_sects,
+			void (*done)(void *ctx, int err), void *ctx);
 struct dmthin_dset *dmthin_dset_create(void);
 void dmthin_dset_destroy(struct dmthin_dset *d);
 u64 dmthin_dset_inc(struct dmthin_dset *d);
@@ -470,4 +475,58 @@ MODULE_PARM_DESC(no_space_timeout, "Out of data space queue IO timeout in second
 unsigned int dmthin_no_space_timeout(void)
 {
 	return READ_ONCE(no_space_timeout_secs);
+}
+
+/*
+ * Writes zeros to nr_sects sectors of bdev from sector with the shared
+ * zero page (plain writes, as blk-lib's zero-page fallback does; never
+ * REQ_OP_WRITE_ZEROES) and calls done(ctx, err) once when every write
+ * finished (the first error, or 0).  Returns -ENOMEM without calling done
+ * when nothing could be started.
+ */
+int dmthin_issue_zeroes(struct block_device *bdev, u64 sector, u64 nr_sects,
+			void (*done)(void *ctx, int err), void *ctx)
+{
+	struct dmthin_discard *d = kmalloc(sizeof(*d), GFP_NOIO);
+	struct bio *parent, *prev = NULL;
+	struct blk_plug plug;
+
+	if (!d)
+		return -ENOMEM;
+	d->done = done;
+	d->ctx = ctx;
+	/* Only a completion point: the writes are chained to it. */
+	parent = bio_alloc(NULL, 1, 0, GFP_NOIO);
+	parent->bi_end_io = dmthin_discard_endio;
+	parent->bi_private = d;
+
+	blk_start_plug(&plug);
+	while (nr_sects) {
+		u64 pages = DIV_ROUND_UP_ULL(nr_sects, PAGE_SIZE >> SECTOR_SHIFT);
+		struct bio *bio = bio_alloc(bdev, min_t(u64, pages, BIO_MAX_VECS),
+					    REQ_OP_WRITE, GFP_NOIO);
+
+		bio->bi_iter.bi_sector = sector;
+		while (nr_sects) {
+			unsigned int len = min_t(u64, PAGE_SIZE,
+						 nr_sects << SECTOR_SHIFT);
+
+			if (bio_add_page(bio, ZERO_PAGE(0), len, 0) < len)
+				break;
+			nr_sects -= len >> SECTOR_SHIFT;
+			sector += len >> SECTOR_SHIFT;
+		}
+		if (prev) {
+			bio_chain(prev, bio);
+			submit_bio(prev);
+		}
+		prev = bio;
+	}
+	if (prev) {
+		bio_chain(prev, parent);
+		submit_bio(prev);
+	}
+	blk_finish_plug(&plug);
+	bio_endio(parent);
+	return 0;
 }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A dm-kcopyd client ([`Kcopyd`]) for zeroing data blocks
-//! (`dm_kcopyd_zero`) and copying them (`dm_kcopyd_copy`, copy-on-write).
+//! A dm-kcopyd client ([`Kcopyd`]) for copying data blocks
+//! (`dm_kcopyd_copy`, copy-on-write; zeroing is
+//! [`zero_out`](super::bdev::zero_out), which never uses WRITE_ZEROES).
 //! A job's context is a boxed [`IoJob`] whose ownership passes to kcopyd
 //! with the request and comes back, exactly once, to [`IoJob::done`] in
 //! kcopyd's completion context (a workqueue: process context, must not
@@ -33,7 +34,7 @@ unsafe extern "C" fn done_tramp<J: IoJob>(
     write_err: c_ulong,
     context: *mut c_void,
 ) {
-    // SAFETY: `context` is the box leaked in `zero`/`copy`, given back exactly
+    // SAFETY: `context` is the box leaked in `copy`, given back exactly
     // once by kcopyd.
     let job = unsafe { KBox::from_raw(context.cast::<J>()) };
     job.done(read_err == 0 && write_err == 0);
@@ -47,28 +48,6 @@ impl Kcopyd {
         let kc = from_err_ptr(kc)?;
         // INVARIANT: created above.
         Ok(Kcopyd { kc })
-    }
-
-    /// Zeroes `count` sectors of `dev` from `sector`; `job.done` runs when
-    /// it finished.
-    pub(crate) fn zero<J: IoJob>(
-        &self,
-        dev: &impl BlockDev,
-        sector: u64,
-        count: u64,
-        job: KBox<J>,
-    ) {
-        let mut region = bindings::dm_io_region {
-            bdev: dev.bdev_ptr(),
-            sector,
-            count,
-        };
-        let ctx = KBox::into_raw(job).cast::<c_void>();
-        // SAFETY: the client is live; `region` is read during the call;
-        // `ctx` is reclaimed by `done_tramp::<J>`, which kcopyd calls once.
-        // The caller keeps `dev` open until `done` (the pool outlives its
-        // jobs: it drains kcopyd before closing its devices).
-        unsafe { bindings::dm_kcopyd_zero(self.kc, 1, &mut region, 0, Some(done_tramp::<J>), ctx) };
     }
 
     /// Copies `count` sectors from `sector` of `from` to `to_sector` of
@@ -95,7 +74,8 @@ impl Kcopyd {
         let ctx = KBox::into_raw(job).cast::<c_void>();
         // SAFETY: the client is live; the regions are read during the call;
         // `ctx` is reclaimed by `done_tramp::<J>`, which kcopyd calls once.
-        // The caller keeps both devices open until `done` (as for `zero`).
+        // The caller keeps both devices open until `done` (the pool
+        // outlives its jobs: it drains kcopyd before closing its devices).
         unsafe {
             bindings::dm_kcopyd_copy(
                 self.kc,

@@ -7,7 +7,8 @@
 //! `dm_thin_pool_table.mutex`).  Both are C objects from `glue.c`; each
 //! semaphore gets the lockdep class of its role ([`LockClass`]), so
 //! nesting semaphores of different roles in their documented order is not
-//! mistaken for recursion.
+//! mistaken for recursion.  Also [`sleep_ms`], to step aside after
+//! releasing a lock.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -184,4 +185,13 @@ impl<T> PoolTableCell<T> {
         unsafe { glue::dmthin_pool_table_unlock() };
         r
     }
+}
+
+/// Sleeps for at least `ms` milliseconds (`msleep`), letting the tasks
+/// waiting for a lock the caller just released take it.  Process context,
+/// no spinlock held.
+pub(crate) fn sleep_ms(ms: u32) {
+    // SAFETY: `msleep` may be called from any sleepable context; callers
+    // are (documented above).
+    unsafe { bindings::msleep(ms) };
 }

@@ -131,6 +131,13 @@ impl TargetCtx<'_> {
         }
     }
 
+    /// `ti->num_write_zeroes_bios` (dm core offers WRITE_ZEROES only when
+    /// every target has it and every device they iterate supports it).
+    pub(crate) fn set_write_zeroes_bios(&mut self, n: u32) {
+        // SAFETY: `ti` is valid and ours during the constructor.
+        unsafe { (*self.ti).num_write_zeroes_bios = n };
+    }
+
     /// Reserves `size` bytes of per-bio data for this target's bios.
     pub(crate) fn set_per_io_data_size(&mut self, size: usize) {
         // SAFETY: `ti` is valid and ours during the constructor.
@@ -167,6 +174,10 @@ impl QueueLimits<'_> {
     /// Sets `max_hw_discard_sectors`.
     pub(crate) fn set_max_hw_discard_sectors(&mut self, v: u32) {
         self.l.max_hw_discard_sectors = v;
+    }
+    /// Sets `max_write_zeroes_sectors`.
+    pub(crate) fn set_max_write_zeroes_sectors(&mut self, v: u32) {
+        self.l.max_write_zeroes_sectors = v;
     }
     /// Sets `discard_granularity` (bytes).
     pub(crate) fn set_discard_granularity(&mut self, v: u32) {

@@ -40,9 +40,9 @@
 //! under a try-read of `meta` with cache-only metadata reads; it defers
 //! everything else (unmapped writes, flush/FUA bios, cache misses, lock
 //! contention, every bio to a shared block) to the worker.  The worker
-//! provisions a block by allocating it, zeroing it with dm-kcopyd (unless
-//! `skip_block_zeroing`) or, to break sharing, copying the shared block
-//! into it, and only then inserting the mapping and issuing the bios that
+//! provisions a block by allocating it, zeroing it with writes of the zero
+//! page (unless `skip_block_zeroing`) or, to break sharing, copying the
+//! shared block into it with dm-kcopyd, and only then inserting the mapping and issuing the bios that
 //! waited for it; a write covering the whole block goes straight to the
 //! new block instead.  A second bio for a block being provisioned waits
 //! for the first.  Reads of shared blocks are counted in a
@@ -64,7 +64,7 @@ use kernel::alloc::{flags::GFP_NOIO, KBox};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-use crate::dm::bdev::{Bdev, IoJob};
+use crate::dm::bdev::{zero_out, Bdev, IoJob};
 use crate::dm::bio::{
     Bio, BioInfo, BioList, BioQueue, EndIoBio, HookSlot, HookedCompletion, Op, Status,
 };
@@ -73,7 +73,7 @@ use crate::dm::dev::MappedDevice;
 use crate::dm::dset::DeferredSet;
 use crate::dm::kcopyd::Kcopyd;
 use crate::dm::log::{self, Level};
-use crate::dm::sync::{LockClass, RwSem};
+use crate::dm::sync::{sleep_ms, LockClass, RwSem, WriteGuard};
 use crate::dm::target::{MdDisk, MdRef, TargetHandle};
 use crate::dm::worker::{Worker, WorkerOps};
 use crate::env::Vec;
@@ -91,6 +91,11 @@ pub(crate) const THIN_METADATA_MAX_SECTORS: u64 = 255 * ((1 << 14) - 64) * 8;
 
 /// Commit period of the worker's waker (`COMMIT_PERIOD`), in ms.
 const COMMIT_PERIOD_MS: u32 = 1000;
+
+/// Btree nodes of a deleted thin's mapping tree released per hold of the
+/// metadata lock (a leaf holds up to 126 mappings); other thins' I/O gets
+/// the lock between steps.
+const DELETE_STEP_NODES: usize = 16;
 
 /// The pool's metadata with the data-device flush as its pre-commit step.
 pub(crate) type Pmd = PoolMetadata<BufioBm, DataFlush>;
@@ -309,10 +314,11 @@ pub(crate) struct Pool {
     worker: Worker<Pool>,
     /// Identity: the pool's mapped device.
     md: MdRef,
-    /// The pool device itself: kcopyd zeroes and copies blocks through
-    /// it, as upstream does (the pool device never advertises
-    /// WRITE_ZEROES, so kcopyd writes zero pages: a data device that
-    /// advertises WRITE_ZEROES but fails it cannot break provisioning).
+    /// The pool device itself: blocks are zeroed and copied through it,
+    /// as upstream does.  Zeroing uses plain writes of the zero page,
+    /// never WRITE_ZEROES (which the pool device passes on when the data
+    /// device advertises it, for thins' WRITE_ZEROES): a data device that
+    /// advertises WRITE_ZEROES but fails it cannot break provisioning.
     pool_dev: MdDisk,
     /// Identity: the metadata device number.
     pub(crate) metadata_dev: u32,
@@ -541,10 +547,18 @@ impl Pool {
     /// The data block of `sector` and the offset in it.
     pub(crate) fn block_of(&self, sector: u64) -> (u64, u64) {
         match self.block_shift {
-            Some(s) => (sector >> s, sector & ((1u64 << s) - 1)),
+            Some(s) => (
+                sector.checked_shr(s).unwrap_or(0),
+                sector & 1u64.checked_shl(s).unwrap_or(0).wrapping_sub(1),
+            ),
             None => {
+                // The block size is never 0 (table validation); checked
+                // anyway so that no panic path exists.
                 let bs = u64::from(self.block_size);
-                (sector / bs, sector % bs)
+                (
+                    sector.checked_div(bs).unwrap_or(0),
+                    sector.checked_rem(bs).unwrap_or(0),
+                )
             }
         }
     }
@@ -1308,7 +1322,29 @@ impl Pool {
             self.process_discard(ws, bio);
             return;
         }
-        if !matches!(op, Op::Read | Op::Write) {
+        let mut bio = bio;
+        // A WRITE_ZEROES that may unmap what it covers (no REQ_NOUNMAP).
+        let mut may_unmap = false;
+        if op == Op::WriteZeroes {
+            // `map` split it: whole blocks, or (with REQ_NOUNMAP) one
+            // block, or a part of one.
+            let bs = u64::from(self.block_size);
+            let (_, offset) = self.block_of(bio.sector());
+            let sectors = u64::from(bio.size()) >> 9;
+            may_unmap = !bio.is_nounmap();
+            if may_unmap && offset == 0 && sectors >= bs {
+                self.process_write_zeroes_blocks(ws, bio);
+                return;
+            }
+            // Zeroed like a write of zeros (below): the block is
+            // provisioned if need be (REQ_NOUNMAP: the range stays
+            // allocated, as upstream's writes of zeros leave it) and the
+            // WRITE_ZEROES goes to its data block.  The thin honours
+            // REQ_NOUNMAP itself; the data device may deallocate behind the
+            // mapped block, which reads zeros the same (and a loop device
+            // on tmpfs cannot zero a range otherwise).
+            bio.clear_nounmap();
+        } else if !matches!(op, Op::Read | Op::Write) {
             bio.end(Status::NotSupp);
             return;
         }
@@ -1366,7 +1402,10 @@ impl Pool {
             Err(PdError::NotFound) => {
                 drop(meta);
                 let origin = Self::origin_of(&bio);
-                if op == Op::Read {
+                if may_unmap && origin.is_null() {
+                    // Unprovisioned, and may stay so: it reads as zeros.
+                    bio.end(Status::Ok);
+                } else if op == Op::Read {
                     // SAFETY: a non-null origin is the thin table's, alive
                     // while its bio is in flight.
                     match unsafe { origin.as_ref() } {
@@ -1392,6 +1431,34 @@ impl Pool {
                 );
                 bio.end(Status::IoErr);
             }
+        }
+    }
+
+    /// The `delete` message (upstream `dm_pool_delete_thin_device`, which
+    /// releases the device's whole mapping tree in one hold of the
+    /// metadata lock, stalling every thin's I/O meanwhile): the device
+    /// leaves the trees at once, then its tree is released
+    /// `DELETE_STEP_NODES` nodes at a time, the lock released between
+    /// steps so that other thins' bios go on.  The periodic commit waits
+    /// for the end (a delete is committed whole); a flush meanwhile
+    /// finishes it first.  Takes and gives back the metadata lock.
+    pub(crate) fn delete_thin<'a>(
+        &'a self,
+        mut meta: WriteGuard<'a, MetaState>,
+        id: u64,
+    ) -> (WriteGuard<'a, MetaState>, Result<(), PdError>) {
+        if let Err(e) = meta.pmd.delete_thin_begin(id) {
+            return (meta, Err(e));
+        }
+        loop {
+            match meta.pmd.delete_step(DELETE_STEP_NODES) {
+                Ok(true) => return (meta, Ok(())),
+                Ok(false) => {}
+                Err(e) => return (meta, Err(e)),
+            }
+            drop(meta);
+            sleep_ms(1);
+            meta = self.meta.write();
         }
     }
 
@@ -1582,14 +1649,25 @@ impl Pool {
                 Some((CopyFrom::Origin(dev), from, len)) => {
                     self.kcopyd.copy(dev, from, &self.pool_dev, to, len, job)
                 }
-                None => self.kcopyd.zero(&self.pool_dev, to, bs, job),
+                None => self.start_zero(to, bs, job),
             }
         }
         if let (Some(mut job), Some(len)) = (j1, tail) {
             job.id = id;
             self.jobs_outstanding.fetch_add(1, Ordering::AcqRel);
-            self.kcopyd
-                .zero(&self.pool_dev, to.saturating_add(len), bs - len, job);
+            self.start_zero(to.saturating_add(len), bs - len, job);
+        }
+    }
+
+    /// Zeroes `count` sectors of the pool device from `sector` for a
+    /// provision (`job`, counted in `jobs_outstanding`, its result's room
+    /// reserved); a zeroing that cannot start is recorded as failed.
+    fn start_zero(&self, sector: u64, count: u64, job: KBox<PrepareJob>) {
+        let id = job.id;
+        if zero_out(&self.pool_dev, sector, count, job).is_err() {
+            // Room was reserved by `reserve_job_results`.
+            let _ = self.jobs_done.write().try_push((id, false));
+            self.worker.kick();
         }
     }
 
@@ -1743,6 +1821,25 @@ impl Pool {
                 None => bio.end(Status::IoErr),
             }
         }
+    }
+
+    /// WRITE_ZEROES of whole blocks without `REQ_NOUNMAP` (beyond
+    /// upstream): the blocks are unmapped as by a discard (passed down
+    /// when the pool passes discards down), so they read as zeros.  A
+    /// read-only or out-of-metadata-space pool cannot unmap: it answers
+    /// EOPNOTSUPP, so that `blkdev_issue_zeroout` falls back to writing
+    /// zeros, which then fare as upstream's writes do.
+    fn process_write_zeroes_blocks(&self, ws: &mut WorkerState, bio: Bio) {
+        if self.mode() >= PoolMode::OutOfMetadataSpace {
+            bio.end(Status::NotSupp);
+            return;
+        }
+        if !Self::origin_of(&bio).is_null() {
+            // Not offered with an external origin (`thin_ctr`).
+            bio.end(Status::NotSupp);
+            return;
+        }
+        self.process_discard(ws, bio);
     }
 
     /// The whole blocks a discard covers: `[begin, end)` (upstream
@@ -1905,7 +2002,7 @@ impl Pool {
             let Some(d) = ws.discards.remove(i) else {
                 break;
             };
-            self.finish_discard(d);
+            self.finish_discard(ws, d);
         }
     }
 
@@ -1979,7 +2076,7 @@ impl Pool {
 
     /// Drops a finished discard's extra references and ends its bio (a
     /// failed passdown does not matter: the blocks are unmapped anyway).
-    fn finish_discard(&self, d: DiscardOp) {
+    fn finish_discard(&self, ws: &mut WorkerState, d: DiscardOp) {
         let mut failed = d.failed;
         if self.mode() < PoolMode::OutOfMetadataSpace {
             let mut meta = self.meta.write();
@@ -1992,6 +2089,11 @@ impl Pool {
             }
         }
         if let Some(bio) = d.bio {
+            if !failed && bio.op() == Op::WriteZeroes && bio.is_flush_or_fua() {
+                // Durable only once the unmapping is committed.
+                ws.completion_waiters.push(bio);
+                return;
+            }
             bio.end(if failed { Status::IoErr } else { Status::Ok });
         }
     }
@@ -2005,7 +2107,9 @@ impl Pool {
             if since < u64::from(COMMIT_PERIOD_MS) * 1_000_000 {
                 return;
             }
-            if !self.meta.read().pmd.pool_changed() {
+            let meta = self.meta.read();
+            // A delete in progress is committed whole, when it is done.
+            if !meta.pmd.pool_changed() || meta.pmd.delete_pending() {
                 return;
             }
         }
@@ -2112,8 +2216,10 @@ unsafe impl Send for PrepareJob {}
 impl IoJob for PrepareJob {
     fn done(self: KBox<Self>, ok: bool) {
         // SAFETY: a pool's kcopyd client is its first field, dropped (which
-        // waits for every job) before the rest of the pool; jobs are only
-        // issued by the pool's worker, so the pool is alive here.
+        // waits for every kcopyd job) before the rest of the pool; zeroing
+        // and passdown jobs belong to a provision or discard whose thin
+        // bio is still in flight, which keeps the pool alive (the thin
+        // holds it and cannot go while it has bios in flight).
         let pool = unsafe { &*self.pool };
         // Capacity was reserved when the job was issued: no allocation.
         let _ = pool.jobs_done.write().try_push((self.id, ok));

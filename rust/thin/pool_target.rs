@@ -107,6 +107,12 @@ impl Target for PoolTarget {
         if features.discard_enabled && features.discard_passdown {
             ti.set_discards(1, true, true);
         }
+        // Beyond upstream: WRITE_ZEROES passes through to the data device
+        // (dm core offers it only when the data device has it), so that
+        // thins can offer it (dm core requires it of the pool device).
+        if features.discard_enabled {
+            ti.set_write_zeroes_bios(1);
+        }
         let metadata_threshold = calc_metadata_threshold(&metadata_dev);
         Ok(KBox::new(
             PoolTarget {
@@ -166,7 +172,11 @@ impl Target for PoolTarget {
         let r = match msg {
             Message::CreateThin { id } => meta.pmd.create_thin(id),
             Message::CreateSnap { id, origin } => meta.pmd.create_snap(id, origin),
-            Message::Delete { id } => meta.pmd.delete_thin(id),
+            Message::Delete { id } => {
+                let (m, r) = pool.delete_thin(meta, id);
+                meta = m;
+                r
+            }
             Message::SetTransactionId { current, new } => meta.pmd.set_transaction_id(current, new),
             Message::ReserveMetadataSnap => {
                 let _ = pool.commit(&mut meta);

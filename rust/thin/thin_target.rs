@@ -11,8 +11,8 @@
 //! `map` never waits: it remaps a bio to a mapped, unshared data block
 //! found in the current transaction with a try-read of the metadata and
 //! cache-only block reads, completes reads of unprovisioned blocks with
-//! zeros, and defers everything else (discards included) to the pool's
-//! worker (see [`pool`](super::pool)).  With an external origin, reads of
+//! zeros, and defers everything else (discards and WRITE_ZEROES included)
+//! to the pool's worker (see [`pool`](super::pool)).  With an external origin, reads of
 //! unprovisioned blocks go to the worker too, which reads them from the
 //! origin.
 
@@ -128,6 +128,14 @@ impl Target for ThinTarget {
         // In case the pool supports discards, pass them on.
         if thin.pool.discard_enabled() {
             ti.set_discards(1, true, true);
+            // Beyond upstream: WRITE_ZEROES unmaps whole blocks as a
+            // discard does (so it needs discards) and zeroes partial ones;
+            // not with an external origin, whose data unmapping would
+            // expose again.  dm core offers it only if the pool device
+            // does (the pool passes it on when its data device has it).
+            if thin.origin.is_none() {
+                ti.set_write_zeroes_bios(1);
+            }
         }
         match thin.pool.add_active_thin(thin.key, ti.md()) {
             Ok(()) => thin.active = true,
@@ -160,6 +168,27 @@ impl Target for ThinTarget {
             return bio.kill();
         }
         let op = bio.op();
+        if op == Op::WriteZeroes {
+            // Beyond upstream (which has no WRITE_ZEROES).  dm core does
+            // not split these at block boundaries: keep a partial head,
+            // the whole blocks (one block with REQ_NOUNMAP: each is
+            // provisioned like a write), or a partial tail, and let dm
+            // core send the rest as another bio; the worker handles each.
+            let bs = u64::from(pool.block_size);
+            let (_, offset) = pool.block_of(bio.sector());
+            let sectors = u64::from(bio.size()) >> 9;
+            let keep = if offset != 0 || bio.is_nounmap() {
+                bs.saturating_sub(offset)
+            } else if sectors >= bs {
+                sectors.saturating_sub(sectors.checked_rem(bs).unwrap_or(0))
+            } else {
+                sectors
+            };
+            bio.accept_partial(u32::try_from(keep).unwrap_or(u32::MAX));
+            let (bio, mapped) = bio.defer();
+            pool.defer(bio);
+            return mapped;
+        }
         if bio.is_flush_or_fua() || !matches!(op, Op::Read | Op::Write) {
             let (bio, mapped) = bio.defer();
             pool.defer(bio);
@@ -195,12 +224,17 @@ impl Target for ThinTarget {
         }
     }
 
-    /// Upstream's `thin_io_hints`: discards in whole blocks.
+    /// Upstream's `thin_io_hints`: discards in whole blocks; beyond
+    /// upstream, WRITE_ZEROES of as much (dm core turns it off again
+    /// unless the pool device has it).
     fn io_hints(&self, limits: &mut QueueLimits<'_>) {
         if self.pool.discard_enabled() {
             let bs = self.pool.block_size;
             limits.set_discard_granularity(bs << 9);
             limits.set_max_hw_discard_sectors(bs.saturating_mul(BIO_PRISON_MAX_RANGE));
+            if self.origin.is_none() {
+                limits.set_max_write_zeroes_sectors(bs.saturating_mul(BIO_PRISON_MAX_RANGE));
+            }
         }
     }
 
@@ -241,7 +275,7 @@ impl Target for ThinTarget {
     /// bound pool table reaches in whole blocks.
     fn iterate_devices(&self, callout: &mut Callout<'_>) -> i32 {
         let bs = u64::from(self.pool.block_size);
-        let blocks = self.pool.bound_len() / bs;
+        let blocks = self.pool.bound_len().checked_div(bs).unwrap_or(0);
         if blocks == 0 {
             return 0;
         }

@@ -30,7 +30,7 @@ pub mod lookup;
 pub mod node;
 pub mod remove;
 
-pub use del::del;
+pub use del::{del, DelCursor};
 pub use insert::{insert, insert_notify};
 pub use lookup::{find_highest_key, find_lowest_key, lookup, lookup_next};
 pub use remove::{remove, remove_leaves};

@@ -71,7 +71,7 @@ use super::superblock::{
 };
 use crate::env::Vec;
 use crate::pdata::block_manager::BlockManager;
-use crate::pdata::btree::{self, for_each_run_of, node, Plain, ValueType};
+use crate::pdata::btree::{self, for_each_run_of, node, DelCursor, Plain, ValueType};
 use crate::pdata::error::{Error, Result};
 use crate::pdata::space_map::disk::DiskSm;
 use crate::pdata::transaction_manager::{Reader, Tm, TmState};
@@ -146,6 +146,35 @@ impl<B: BlockManager> ValueType<B> for Subtrees<'_> {
 
     fn equal(&self, old: &[u8], new: &[u8]) -> bool {
         old == new
+    }
+}
+
+/// The top-level mapping tree's values while a device is detached for a
+/// stepwise delete: shadowing shares subtrees as [`Subtrees`] does, but
+/// the removed device's subtree root is kept (in `root`), not released.
+struct DetachSubtree {
+    root: Option<u64>,
+}
+
+impl<B: BlockManager> ValueType<B> for DetachSubtree {
+    const SIZE: usize = 8;
+
+    fn inc(&mut self, tm: &mut Tm<'_, B>, values: &[u8]) -> Result<()> {
+        for c in values.chunks_exact(8) {
+            tm.inc(node::rd64(c, 0))?;
+        }
+        Ok(())
+    }
+
+    fn dec(&mut self, _tm: &mut Tm<'_, B>, values: &[u8]) -> Result<()> {
+        // A remove releases exactly the removed value.
+        match (self.root, values.len()) {
+            (None, 8) => {
+                self.root = Some(node::rd64(values, 0));
+                Ok(())
+            }
+            _ => Err(Error::Invalid),
+        }
     }
 }
 
@@ -240,6 +269,9 @@ pub struct PoolMetadata<B: BlockManager, H: CommitHook = ()> {
     metadata_reserve: u64,
     fail_io: bool,
     in_service: bool,
+    /// A deleted device's mapping tree still being released
+    /// ([`PoolMetadata::delete_thin_begin`]); finished before any commit.
+    pending_delete: Option<DelCursor>,
 }
 
 impl<B: BlockManager> PoolMetadata<B> {
@@ -277,6 +309,7 @@ impl<B: BlockManager, H: CommitHook> PoolMetadata<B, H> {
             metadata_reserve: 0,
             fail_io: false,
             in_service: false,
+            pending_delete: None,
         };
         pmd.open_or_format(opts.format && !opts.read_only)?;
         pmd.begin_transaction()?;
@@ -449,6 +482,8 @@ impl<B: BlockManager, H: CommitHook> PoolMetadata<B, H> {
         if !self.in_service {
             return Ok(());
         }
+        // A delete is committed whole.
+        self.finish_delete()?;
         self.hook.pre_commit()?;
         match self.write_commit() {
             Ok(()) => {
@@ -513,6 +548,7 @@ impl<B: BlockManager, H: CommitHook> PoolMetadata<B, H> {
             d.aborted_with_changes = d.changed;
         }
         self.pd = None;
+        self.pending_delete = None;
         // Reopen from the device, not from cached (possibly uncommitted)
         // copies, as upstream's fresh block manager does.
         self.bm.invalidate();
@@ -764,7 +800,19 @@ impl<B: BlockManager, H: CommitHook> PoolMetadata<B, H> {
     /// Deletes a thin device and its mappings (upstream
     /// `dm_pool_delete_thin_device`).  [`Error::Busy`] if it is open.
     pub fn delete_thin(&mut self, id: u64) -> Result<()> {
+        self.delete_thin_begin(id)?;
+        self.finish_delete()
+    }
+
+    /// Starts deleting device `id`: it leaves the details and mapping trees
+    /// at once (it is gone for every other call), and its mapping tree is
+    /// released by [`PoolMetadata::delete_step`] calls, or as a whole
+    /// before the next commit.  Beyond upstream, which releases it under
+    /// one lock hold: the caller may let other users of the metadata in
+    /// between steps.  A delete still pending is finished first.
+    pub fn delete_thin_begin(&mut self, id: u64) -> Result<()> {
         self.write_op()?;
+        self.finish_delete()?;
         let i = self.open_device(id, false)?;
         if self.devices.get(i).is_some_and(|d| d.open_count > 1) {
             self.close_device(i);
@@ -772,7 +820,7 @@ impl<B: BlockManager, H: CommitHook> PoolMetadata<B, H> {
         }
         self.devices.remove(i);
         let (mut root, mut details_root) = (self.root, self.details_root);
-        let r = self.with_tm(|tm, sm| {
+        let r = self.with_tm(|tm, _sm| {
             // A device created in this transaction has no details entry
             // yet (upstream fails here with -ENODATA after dropping the
             // in-core device).
@@ -781,15 +829,46 @@ impl<B: BlockManager, H: CommitHook> PoolMetadata<B, H> {
                 Err(Error::NotFound) => {}
                 Err(e) => return Err(e),
             }
-            let mut vt = Subtrees {
-                data: DataBlocks { sm },
-            };
+            let mut vt = DetachSubtree { root: None };
             root = btree::remove(tm, &mut vt, root, &[id])?;
-            Ok(())
+            let dev_root = vt.root.ok_or(Error::Invalid)?;
+            DelCursor::start::<B, DataBlocks<'_>>(tm, dev_root, 1)
         });
         self.root = root;
         self.details_root = details_root;
-        r
+        let cursor = r?;
+        if !cursor.is_done() {
+            self.pending_delete = Some(cursor);
+        }
+        Ok(())
+    }
+
+    /// Releases a little more of a deleted device's mapping tree (at most
+    /// `budget` btree nodes visited); true when nothing is left to release.
+    /// On an error the rest of the tree is left allocated (as an
+    /// interrupted upstream `dm_btree_del` leaves it) and the error
+    /// returned.
+    pub fn delete_step(&mut self, budget: usize) -> Result<bool> {
+        let Some(mut cursor) = self.pending_delete.take() else {
+            return Ok(true);
+        };
+        let done = self.with_tm(|tm, sm| {
+            let mut vt = DataBlocks { sm };
+            cursor.step(tm, &mut vt, budget)
+        })?;
+        if !done {
+            self.pending_delete = Some(cursor);
+        }
+        Ok(done)
+    }
+
+    /// Whether a deleted device's mapping tree is still being released.
+    pub fn delete_pending(&self) -> bool {
+        self.pending_delete.is_some()
+    }
+
+    fn finish_delete(&mut self) -> Result<()> {
+        self.delete_step(usize::MAX).map(|_| ())
     }
 
     /// Compare-and-swap of the userspace transaction id (upstream
