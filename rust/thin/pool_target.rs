@@ -53,8 +53,6 @@ pub(crate) struct PoolTarget {
     /// Requested features as adjusted for the devices (discard passdown
     /// turned off when the data device cannot take it).
     adjusted_passdown: AtomicBool,
-    /// Metadata low water mark in blocks (`calc_metadata_threshold`).
-    metadata_threshold: u64,
 }
 
 #[vtable]
@@ -113,7 +111,6 @@ impl Target for PoolTarget {
         if features.discard_enabled {
             ti.set_write_zeroes_bios(1);
         }
-        let metadata_threshold = calc_metadata_threshold(&metadata_dev);
         Ok(KBox::new(
             PoolTarget {
                 pool,
@@ -124,7 +121,6 @@ impl Target for PoolTarget {
                 low_water_blocks,
                 requested: features,
                 adjusted_passdown: AtomicBool::new(features.discard_passdown),
-                metadata_threshold,
             },
             GFP_KERNEL,
         )
@@ -399,7 +395,9 @@ impl PoolTarget {
             "queue_if_no_space "
         })?;
         out.write_str(if needs_check { "needs_check " } else { "- " })?;
-        write!(out, "{} ", self.metadata_threshold)
+        // From the metadata device's size now, as upstream: a device grown
+        // under this table shows its new threshold.
+        write!(out, "{} ", calc_metadata_threshold(&self.metadata_dev))
     }
 }
 
