@@ -1711,20 +1711,15 @@ impl Pool {
             ..
         } = p;
         if prepared != Some(true) {
-            match overwrite {
+            // As upstream's `process_prepared_mapping` with `m->status`
+            // set: the bios fail, nothing is logged, and the data block
+            // allocated for the mapping is NOT given back (upstream leaks
+            // it in the data space map until a repair; the pool's used
+            // data block count shows it, and ours must count the same).
+            if let Some(bio) = overwrite {
                 // The write's own error reaches its submitter.
-                Some(bio) => bio.end_as_is(),
-                None => log::print(
-                    Level::Err,
-                    c"thin",
-                    format_args!(
-                        "{}: preparing data block {} failed",
-                        self.name(),
-                        data_block
-                    ),
-                ),
+                bio.end_as_is();
             }
-            self.release_block(data_block);
             waiters.fail(Status::IoErr);
             return;
         }
