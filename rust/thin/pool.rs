@@ -741,7 +741,9 @@ impl Pool {
         if self.mode() >= PoolMode::OutOfMetadataSpace {
             return Err(PdError::Invalid);
         }
-        if let Err(e) = meta.pmd.commit() {
+        let r = meta.pmd.commit();
+        self.metadata_low_check(meta);
+        if let Err(e) = r {
             self.metadata_operation_failed(meta, "dm_pool_commit_metadata", e);
             return Err(e);
         }
@@ -789,6 +791,29 @@ impl Pool {
         }
     }
 
+    /// Registers the metadata low water mark of a pool table being
+    /// constructed (upstream `pool_ctr` calls
+    /// `dm_pool_register_metadata_threshold` at every table load).
+    pub(crate) fn set_metadata_threshold(&self, threshold: u64) -> Result<(), PdError> {
+        self.meta.write().pmd.set_metadata_threshold(threshold)
+    }
+
+    /// Upstream `metadata_low_callback`.  Upstream's metadata space map
+    /// calls it from inside the allocation that takes the free count to
+    /// the threshold or below; ours records that in the space map, and the
+    /// pool calls this right after each metadata operation that can
+    /// allocate (messages, inserts, removals, data space map changes,
+    /// resizes, commits) to log the warning and raise the event.
+    pub(crate) fn metadata_low_check(&self, meta: &mut MetaState) {
+        if meta.pmd.take_metadata_threshold_event() {
+            dm_warn!(
+                "{}: reached low water mark for metadata device: sending event.",
+                self.name()
+            );
+            self.event();
+        }
+    }
+
     /// Upstream `alloc_data_block`.
     fn alloc_data_block(&self, meta: &mut MetaState) -> Result<u64, PdError> {
         if self.mode() != PoolMode::Write {
@@ -816,7 +841,9 @@ impl Pool {
                 return Err(PdError::NoSpace);
             }
         }
-        let b = match meta.pmd.alloc_data_block() {
+        let b = meta.pmd.alloc_data_block();
+        self.metadata_low_check(meta);
+        let b = match b {
             Ok(b) => b,
             Err(PdError::NoSpace) => {
                 self.set_mode(meta, PoolMode::OutOfDataSpace);
@@ -953,7 +980,9 @@ impl Pool {
             self.set_mode(meta, PoolMode::Write);
         }
         meta.pmd.bm().grow_to(dev_blocks);
-        if let Err(e) = meta.pmd.resize_metadata_dev(dev_blocks) {
+        let r = meta.pmd.resize_metadata_dev(dev_blocks);
+        self.metadata_low_check(meta);
+        if let Err(e) = r {
             self.metadata_operation_failed(meta, "dm_pool_resize_metadata_dev", e);
             return Err(pd_err(e));
         }
@@ -1013,7 +1042,9 @@ impl Pool {
                 ),
             );
         }
-        if let Err(e) = meta.pmd.resize_data_dev(data_size) {
+        let r = meta.pmd.resize_data_dev(data_size);
+        self.metadata_low_check(meta);
+        if let Err(e) = r {
             self.metadata_operation_failed(meta, "dm_pool_resize_data_dev", e);
             return Err(pd_err(e));
         }
@@ -1538,6 +1569,7 @@ impl Pool {
         let zero = self.zero_new_blocks.load(Ordering::Acquire);
         if copy.is_none() && !zero {
             let r = meta.insert(dev_id, vblock, block);
+            self.metadata_low_check(&mut meta);
             if let Err(e) = r {
                 self.metadata_operation_failed(&mut meta, "dm_thin_insert_block", e);
                 bio.end(Status::IoErr);
@@ -1686,7 +1718,9 @@ impl Pool {
     /// Gives back a data block allocated for a provision that failed.
     fn release_block(&self, block: u64) {
         let mut meta = self.meta.write();
-        if let Err(e) = meta.pmd.dec_data_range(block, block.saturating_add(1)) {
+        let r = meta.pmd.dec_data_range(block, block.saturating_add(1));
+        self.metadata_low_check(&mut meta);
+        if let Err(e) = r {
             self.metadata_operation_failed(&mut meta, "dm_pool_dec_data_range", e);
         }
     }
@@ -1755,20 +1789,15 @@ impl Pool {
             ..
         } = p;
         if prepared != Some(true) {
-            match overwrite {
+            // As upstream's `process_prepared_mapping` with `m->status`
+            // set: the bios fail, nothing is logged, and the data block
+            // allocated for the mapping is NOT given back (upstream leaks
+            // it in the data space map until a repair; the pool's used
+            // data block count shows it, and ours must count the same).
+            if let Some(bio) = overwrite {
                 // The write's own error reaches its submitter.
-                Some(bio) => bio.end_as_is(),
-                None => log::print(
-                    Level::Err,
-                    c"thin",
-                    format_args!(
-                        "{}: preparing data block {} failed",
-                        self.name(),
-                        data_block
-                    ),
-                ),
+                bio.end_as_is();
             }
-            self.release_block(data_block);
             waiters.fail(Status::IoErr);
             return;
         }
@@ -1781,7 +1810,9 @@ impl Pool {
             waiters.fail(Status::IoErr);
             return;
         }
-        if let Err(e) = meta.insert(dev_id, vblock, data_block) {
+        let r = meta.insert(dev_id, vblock, data_block);
+        self.metadata_low_check(&mut meta);
+        if let Err(e) = r {
             self.metadata_operation_failed(&mut meta, "dm_thin_insert_block", e);
             drop(meta);
             if let Some(bio) = overwrite {
@@ -1932,6 +1963,7 @@ impl Pool {
                     }
                 }
             };
+            self.metadata_low_check(&mut meta);
             match step {
                 Ok(next) => cur = next,
                 Err((op, e)) => {
@@ -2081,7 +2113,9 @@ impl Pool {
         if self.mode() < PoolMode::OutOfMetadataSpace {
             let mut meta = self.meta.write();
             for &[db, len, _] in d.runs.iter() {
-                if let Err(e) = meta.pmd.dec_data_range(db, db.saturating_add(len)) {
+                let r = meta.pmd.dec_data_range(db, db.saturating_add(len));
+                self.metadata_low_check(&mut meta);
+                if let Err(e) = r {
                     self.metadata_operation_failed(&mut meta, "dm_pool_dec_data_range", e);
                     failed = true;
                     break;

@@ -111,6 +111,11 @@ impl Target for PoolTarget {
         if features.discard_enabled {
             ti.set_write_zeroes_bios(1);
         }
+        let metadata_threshold = calc_metadata_threshold(&metadata_dev);
+        // Upstream registers the metadata low water mark at every table
+        // load, before the pre-commit callback (`pool_ctr`).
+        pool.set_metadata_threshold(metadata_threshold)
+            .map_err(|_| CtrError::new(c"Error registering metadata threshold", EINVAL))?;
         Ok(KBox::new(
             PoolTarget {
                 pool,
@@ -180,6 +185,7 @@ impl Target for PoolTarget {
             }
             Message::ReleaseMetadataSnap => meta.pmd.release_metadata_snap(),
         };
+        pool.metadata_low_check(&mut meta);
         match r {
             Ok(()) => {
                 let _ = pool.commit(&mut meta);

@@ -391,6 +391,33 @@ fn metadata_threshold_event_fires_once() {
 }
 
 #[test]
+fn metadata_threshold_registered_again_does_not_refire() {
+    // Upstream's `set_threshold` keeps the last observed free count: a
+    // table reload registering the threshold again while the free count
+    // is already below it sends no second event.
+    let mut pmd = format(400, 100_000);
+    let free = pmd.free_metadata_blocks().unwrap() + pmd.metadata_reserve();
+    pmd.set_metadata_threshold(free - 5).unwrap();
+    pmd.create_thin(1).unwrap();
+    let td = pmd.open_thin(1).unwrap();
+    let mut v = 0u64;
+    while !pmd.take_metadata_threshold_event() {
+        let b = pmd.alloc_data_block().unwrap();
+        pmd.insert(&td, v * 300, b).unwrap();
+        v += 1;
+        assert!(v < 3000, "the threshold never fired");
+    }
+    pmd.set_metadata_threshold(free - 5).unwrap();
+    for _ in 0..20 {
+        let b = pmd.alloc_data_block().unwrap();
+        pmd.insert(&td, v * 300, b).unwrap();
+        v += 1;
+        assert!(!pmd.take_metadata_threshold_event(), "fired again");
+    }
+    pmd.close_thin(td);
+}
+
+#[test]
 fn out_of_metadata_space_then_abort() {
     let mut pmd = format(48, 200_000);
     pmd.create_thin(1).unwrap();

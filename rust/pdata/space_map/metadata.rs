@@ -212,12 +212,12 @@ impl MetadataSm {
         self.ll.root.pack(out)
     }
 
+    /// Registers the threshold.  The last observed free count is kept, as
+    /// upstream's `set_threshold` keeps `current_value`: a table reload
+    /// re-registering the threshold does not fire it again while the free
+    /// count stays below it.
     pub(crate) fn set_threshold(&mut self, t: u64) {
-        self.threshold = Threshold {
-            threshold: Some(t),
-            current: None,
-            event: false,
-        };
+        self.threshold.threshold = Some(t);
     }
 
     pub(crate) fn take_threshold_event(&mut self) -> bool {
