@@ -1456,7 +1456,13 @@ impl Pool {
                     Level::Err,
                     c"thin",
                     format_args!(
-                        "process_bio: dm_thin_find_block() failed: error = {}",
+                        "{}: dm_thin_find_block() failed: error = {}",
+                        // Upstream's function for the pool's mode.
+                        if matches!(mode, PoolMode::Write | PoolMode::OutOfDataSpace) {
+                            "process_cell"
+                        } else {
+                            "__process_bio_read_only"
+                        },
                         -e.errno()
                     ),
                 );

@@ -216,6 +216,12 @@ impl Target for ThinTarget {
                 bio.zero_fill_and_end();
                 mapped
             }
+            // The cached metadata itself is bad: upstream's `thin_bio_map`
+            // fails the bio at once (the validator logged why).
+            Err(PdError::Corrupt(_)) | Err(PdError::Io) => {
+                drop(meta);
+                bio.kill()
+            }
             _ => {
                 let (bio, mapped) = bio.defer();
                 pool.defer(bio);

@@ -137,9 +137,14 @@ impl<B: BlockManager> ValueType<B> for Subtrees<'_> {
         Ok(())
     }
 
+    /// As upstream's `subtree_dec`, a subtree that cannot be released
+    /// (corrupt, unreadable) is logged and left allocated; the caller's
+    /// operation goes on.
     fn dec(&mut self, tm: &mut Tm<'_, B>, values: &[u8]) -> Result<()> {
         for c in values.chunks_exact(8) {
-            btree::del(tm, &mut self.data, node::rd64(c, 0), 1)?;
+            if btree::del(tm, &mut self.data, node::rd64(c, 0), 1).is_err() {
+                log_btree_delete_failed();
+            }
         }
         Ok(())
     }
@@ -147,6 +152,11 @@ impl<B: BlockManager> ValueType<B> for Subtrees<'_> {
     fn equal(&self, old: &[u8], new: &[u8]) -> bool {
         old == new
     }
+}
+
+/// Upstream `subtree_dec`'s line for a subtree it could not release.
+fn log_btree_delete_failed() {
+    crate::env::log_error(LOG_PREFIX, format_args!("btree delete failed"));
 }
 
 /// The top-level mapping tree's values while a device is detached for a
@@ -832,34 +842,45 @@ impl<B: BlockManager, H: CommitHook> PoolMetadata<B, H> {
             let mut vt = DetachSubtree { root: None };
             root = btree::remove(tm, &mut vt, root, &[id])?;
             let dev_root = vt.root.ok_or(Error::Invalid)?;
-            DelCursor::start::<B, DataBlocks<'_>>(tm, dev_root, 1)
+            Ok(dev_root)
         });
         self.root = root;
         self.details_root = details_root;
-        let cursor = r?;
-        if !cursor.is_done() {
-            self.pending_delete = Some(cursor);
+        let dev_root = r?;
+        let cursor = self.with_tm(|tm, _sm| DelCursor::start::<B, DataBlocks<'_>>(tm, dev_root, 1));
+        match cursor {
+            Ok(c) if !c.is_done() => self.pending_delete = Some(c),
+            Ok(_) => {}
+            // As upstream's `subtree_dec`: logged, the delete stands.
+            Err(_) => log_btree_delete_failed(),
         }
         Ok(())
     }
 
     /// Releases a little more of a deleted device's mapping tree (at most
     /// `budget` btree nodes visited); true when nothing is left to release.
-    /// On an error the rest of the tree is left allocated (as an
-    /// interrupted upstream `dm_btree_del` leaves it) and the error
-    /// returned.
+    /// A tree that cannot be released (corrupt, unreadable) is logged and
+    /// the rest of it left allocated, as upstream's `subtree_dec` does: the
+    /// delete itself stands.
     pub fn delete_step(&mut self, budget: usize) -> Result<bool> {
         let Some(mut cursor) = self.pending_delete.take() else {
             return Ok(true);
         };
-        let done = self.with_tm(|tm, sm| {
+        let r = self.with_tm(|tm, sm| {
             let mut vt = DataBlocks { sm };
             cursor.step(tm, &mut vt, budget)
-        })?;
-        if !done {
-            self.pending_delete = Some(cursor);
+        });
+        match r {
+            Ok(false) => {
+                self.pending_delete = Some(cursor);
+                Ok(false)
+            }
+            Ok(true) => Ok(true),
+            Err(_) => {
+                log_btree_delete_failed();
+                Ok(true)
+            }
         }
-        Ok(done)
     }
 
     /// Whether a deleted device's mapping tree is still being released.
