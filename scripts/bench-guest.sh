@@ -21,6 +21,19 @@
 #   --block-size S   pool block size in sectors (default 128 = 64 KiB)
 #   --skip-zeroing   pool feature skip_block_zeroing (both thin stacks)
 #   --multi N        thins written at once in multi-fsync-4k (default 4)
+#   --cow-mb MB      size of the thin of the snapshot row (cow-randwrite-4k;
+#                    default: --size)
+#   --discard-mappings N   mapped blocks of the thin discarded whole in
+#                    discard-whole (default 262144 = 16 GiB, smoke 16384)
+#   --delete-mappings N    mapped blocks of the thin deleted in delete-thin
+#                    (default 1000000, smoke 20000)
+#   --other-mb MB    size of the thin doing 4k random I/O during the delete
+#                    (default 256, smoke 16)
+#   --delete-qd N    its queue depth (default 4)
+#   --delete-idle T  its run before and after the delete, seconds (default 2,
+#                    smoke 0.5)
+#   --extra-reps N   run the snapshot, discard and delete rows in the first N
+#                    repetitions only (default: all; smoke 1)
 #   --seed N         seed of the stack orders and the replay logs
 #                    (default: from the clock, printed)
 #   --out DIR        results directory (default
@@ -28,6 +41,36 @@
 #   --cpus N, --mem SIZE   guest vCPUs (default 1) and memory (default 2G)
 #   --no-build       do not rebuild the module first
 #   --report DIR     only (re)make the table and chart of a results directory
+#
+# Workloads (fio, libaio, direct), one row each in the table, on every
+# stack: seqwrite-1M-new (prefill of a --size thin), randread-4k,
+# seqread-1M and randwrite-4k on it, prov-randwrite-4k (4k writes each to
+# a new block, replayed log), fsync-randwrite-4k (the same, QD1, fsync
+# after each), multi-fsync-4k (that on --multi thins at once).  Then, on
+# the two thin stacks only (dm-linear has no snapshots, so "-" there), on
+# one pool of their own:
+#   cow-randwrite-4k  a --cow-mb thin provisioned by 1M sequential writes,
+#                     create_snap of it (origin suspended around the
+#                     message, as lvm2 does), then 4k writes at QD32 each
+#                     to a distinct block of the origin (replayed log):
+#                     every write breaks sharing (copy-on-write); IOPS
+#   discard-whole     BLKDISCARD of a whole thin with --discard-mappings
+#                     mapped blocks (pool with discard passdown, the
+#                     default); GiB/s of thin discarded (one ioctl timed)
+#   delete-thin       `delete` of a thin with --delete-mappings mapped
+#                     blocks (message timed in one process) while another
+#                     thin runs 4k randrw at --delete-qd; seconds (lower
+#                     is better)
+#   delete-other-p99, delete-other-max  that other thin's fio completion
+#                     latency (p99, max) over the I/Os in flight during the
+#                     delete, from fio's per-I/O latency log; ms (lower is
+#                     better)
+# That pool's metadata is made on the host by thin_restore from a
+# generated XML (the deleted, the discarded and the other thin; range
+# mappings in runs of 64 blocks, the runs scattered over the data device;
+# their data blocks are never written, the data device is a sparse file),
+# copied onto a loop device before every stack; the snapshot row's thin
+# is created in the guest.
 #
 # Devices: two loop devices over a tmpfs in the guest (metadata, data):
 # memory-backed, so the figures show each target's CPU cost per I/O under
@@ -49,7 +92,8 @@ set -euo pipefail
 cd "$REPO"
 
 SMOKE=0; REPS=3; SIZE_MB=""; RUNTIME=""; RAMP=""; QD=32; BLOCK=128
-FEATURES=""; MULTI_N=4; SEED=""; OUT=""; CPUS=1; MEM=2G; BUILD=1; REPORT_ONLY=""
+FEATURES=""; MULTI_N=4; COW_MB=""; DISC_MAP=""; DEL_MAP=""; OTHER_MB=""; DEL_QD=4
+DEL_IDLE=""; EXTRA_REPS=""; SEED=""; OUT=""; CPUS=1; MEM=2G; BUILD=1; REPORT_ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --guest) shift ;;
@@ -62,6 +106,13 @@ while [ $# -gt 0 ]; do
         --block-size) BLOCK="$2"; shift 2 ;;
         --skip-zeroing) FEATURES="1 skip_block_zeroing"; shift ;;
         --multi) MULTI_N="$2"; shift 2 ;;
+        --cow-mb) COW_MB="$2"; shift 2 ;;
+        --discard-mappings) DISC_MAP="$2"; shift 2 ;;
+        --delete-mappings) DEL_MAP="$2"; shift 2 ;;
+        --other-mb) OTHER_MB="$2"; shift 2 ;;
+        --delete-qd) DEL_QD="$2"; shift 2 ;;
+        --delete-idle) DEL_IDLE="$2"; shift 2 ;;
+        --extra-reps) EXTRA_REPS="$2"; shift 2 ;;
         --seed) SEED="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
         --cpus) CPUS="$2"; shift 2 ;;
@@ -83,11 +134,14 @@ fi
 
 if [ "$SMOKE" = 1 ]; then
     : "${SIZE_MB:=16}" "${RUNTIME:=400ms}" "${RAMP:=0}"
+    : "${DISC_MAP:=16384}" "${DEL_MAP:=20000}" "${OTHER_MB:=16}" "${DEL_IDLE:=0.5}" "${EXTRA_REPS:=1}"
 else
     : "${SIZE_MB:=256}" "${RUNTIME:=10}" "${RAMP:=2}"
+    : "${DISC_MAP:=262144}" "${DEL_MAP:=1000000}" "${OTHER_MB:=256}" "${DEL_IDLE:=2}"
 fi
+: "${COW_MB:=$SIZE_MB}" "${EXTRA_REPS:=$REPS}"
 [ -n "$SEED" ] || SEED=$(( $(date +%s) % 100000 ))
-for v in REPS SIZE_MB QD BLOCK MULTI_N SEED CPUS; do
+for v in REPS SIZE_MB QD BLOCK MULTI_N SEED CPUS COW_MB DISC_MAP DEL_MAP OTHER_MB DEL_QD EXTRA_REPS; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "--${v,,} needs a number: ${!v}"
 done
 # to_ms <time>: "10", "2.5" (seconds) or "500ms" -> milliseconds.
@@ -99,11 +153,13 @@ to_ms() {
 }
 RUNTIME_MS=$(to_ms "$RUNTIME") || die "--runtime: seconds or Nms, not $RUNTIME"
 RAMP_MS=$(to_ms "$RAMP") || die "--ramp: seconds or Nms, not $RAMP"
+DEL_IDLE_MS=$(to_ms "$DEL_IDLE") || die "--delete-idle: seconds or Nms, not $DEL_IDLE"
 [ "$RUNTIME_MS" -ge 100 ] || die "--runtime must be at least 100ms"
 [ "$REPS" -ge 1 ] || die "--reps must be at least 1"
 [ "$MULTI_N" -ge 1 ] || die "--multi must be at least 1"
 command -v gnuplot >/dev/null || die "gnuplot not found (scripts/install-deps.sh installs gnuplot-nox)"
 command -v fio >/dev/null || die "fio not found (scripts/install-deps.sh)"
+command -v thin_restore >/dev/null || die "thin_restore not found (thin-provisioning-tools)"
 
 # Replay-log sizes: at most this many writes, each to a new pool block;
 # the runtime usually ends the run first (caps at about twice the fastest
@@ -124,6 +180,27 @@ PROV_BLOCKS=$((PROV_IOS * 2)); FSYNC_BLOCKS=$((FSYNC_IOS * 2)); MULTI_BLOCKS=$((
 # The data device holds the linear layout (every device side by side; the
 # tmpfs file is sparse).
 DATA_MB=$(( (SIZE_MB * 1048576 + (PROV_BLOCKS + FSYNC_BLOCKS + MULTI_N * MULTI_BLOCKS) * BLOCK_BYTES) / 1048576 + 16 ))
+# The snapshot, discard and delete rows run on a pool of their own (after
+# the main workloads' teardown, the main data device discarded): for the
+# snapshot, the origin plus one copy per block.
+COW_BLOCKS=$((COW_MB * 1048576 / BLOCK_BYTES))
+[ "$COW_BLOCKS" -ge 16 ] || die "--cow-mb $COW_MB: fewer than 16 pool blocks"
+[ "$COW_MB" -le 480 ] || die "--cow-mb $COW_MB: origin and copies must fit the guest tmpfs (at most 480)"
+# That pool's metadata is made by thin_restore (thin 1: the deleted one,
+# thin 3: the discarded one, thin 2: the other thin doing I/O during the
+# delete); the snapshot row's origin is created in the guest; the data
+# device (sparse) holds exactly their blocks.
+OTHER_BLOCKS=$((OTHER_MB * 1048576 / BLOCK_BYTES))
+[ "$OTHER_BLOCKS" -ge 16 ] || die "--other-mb $OTHER_MB: fewer than 16 pool blocks"
+[ "$DISC_MAP" -ge 1 ] && [ "$DEL_MAP" -ge 1 ] || die "--discard-mappings and --delete-mappings must be at least 1"
+[ "$DEL_QD" -ge 1 ] || die "--delete-qd must be at least 1"
+# Free blocks for the snapshot row's origin and its copies.
+DD_BLOCKS=$((DEL_MAP + DISC_MAP + OTHER_BLOCKS + 2 * COW_BLOCKS + 16))
+# Metadata device: 256 MiB (32 MiB smoke), more for more than about 2.5M
+# mappings (thin_restore used 32 MiB for 1M).
+DM_META_MB=$([ "$SMOKE" = 1 ] && echo 32 || echo 256)
+[ "$DM_META_MB" -ge $((DD_BLOCKS * 100 / 1048576 + 8)) ] || DM_META_MB=$((DD_BLOCKS * 100 / 1048576 + 8))
+[ "$DM_META_MB" -le 16000 ] || die "too many mappings for a 16 GiB metadata device"
 
 [ -n "$OUT" ] || OUT="/tmp/dm-thin-rs-logs/bench-guest-$(date -u +%Y%m%d-%H%M%S)"
 [ ! -e "$OUT/runs" ] || die "$OUT already holds runs"
@@ -171,6 +248,35 @@ for i in range(mn):
     make(f"m{i}", f"/dev/mapper/m{i}", multi, True)
 EOF
 
+# The snapshot row's replay log: one 4 KiB write at a random 4 KiB slot of
+# every block of the origin, in random order (each breaks sharing).
+python3 - "$OUT/iologs" "$SEED" "$BLOCK_BYTES" "$COW_BLOCKS" <<'EOF'
+import random, sys
+d, seed, bb, n = sys.argv[1], *map(int, sys.argv[2:])
+r = random.Random(seed * 7919 + 2)
+slots = bb // 4096
+with open(f"{d}/cow.log", "w") as f:
+    f.write("fio version 2 iolog\n/dev/mapper/cow add\n/dev/mapper/cow open\n")
+    for b in r.sample(range(n), n):
+        f.write(f"/dev/mapper/cow write {b * bb + r.randrange(slots) * 4096} 4096\n")
+    f.write("/dev/mapper/cow close\n")
+EOF
+
+# The discard/delete metadata: thin_restore of a generated XML, checked,
+# then cut after its used part (the guest copies that onto a loop device
+# of DM_META_MB for every stack; it reads it through the shared directory).
+say "delete/discard metadata: $DEL_MAP + $DISC_MAP + $OTHER_BLOCKS mappings, ${DM_META_MB} MiB device"
+python3 "$REPO/scripts/bench-meta.py" xml "$OUT/delete-meta.xml" "$SEED" "$BLOCK" "$DEL_MAP" "$DISC_MAP" "$OTHER_BLOCKS" $((2 * COW_BLOCKS + 16)) \
+    || die "generating the delete metadata XML"
+rm -f "$OUT/delete-meta.img"
+truncate -s "${DM_META_MB}M" "$OUT/delete-meta.img"
+thin_restore -q -i "$OUT/delete-meta.xml" -o "$OUT/delete-meta.img" > "$OUT/delete-meta.restore" 2>&1 \
+    || { cat "$OUT/delete-meta.restore" >&2; die "thin_restore of the delete metadata failed"; }
+thin_check "$OUT/delete-meta.img" > "$OUT/delete-meta.check" 2>&1 \
+    || { cat "$OUT/delete-meta.check" >&2; die "thin_check of the restored delete metadata failed"; }
+DM_META_USED=$(python3 "$REPO/scripts/bench-meta.py" trim "$OUT/delete-meta.img") || die "cutting the delete metadata"
+gzip -f "$OUT/delete-meta.xml"
+
 cat > "$OUT/params" <<EOF
 SMOKE=$SMOKE
 REPS=$REPS
@@ -189,6 +295,18 @@ FSYNC_IOS=$FSYNC_IOS
 FSYNC_BLOCKS=$FSYNC_BLOCKS
 MULTI_IOS=$MULTI_IOS
 MULTI_BLOCKS=$MULTI_BLOCKS
+COW_MB=$COW_MB
+COW_BLOCKS=$COW_BLOCKS
+DISC_MAP=$DISC_MAP
+DEL_MAP=$DEL_MAP
+OTHER_MB=$OTHER_MB
+OTHER_BLOCKS=$OTHER_BLOCKS
+DEL_QD=$DEL_QD
+DEL_IDLE_MS=$DEL_IDLE_MS
+EXTRA_REPS=$EXTRA_REPS
+DD_BLOCKS=$DD_BLOCKS
+DM_META_MB=$DM_META_MB
+DM_META_USED_MB=$DM_META_USED
 META_MB=$META_MB
 DATA_MB=$DATA_MB
 GUEST_CPUS=$CPUS
@@ -202,9 +320,12 @@ fi
 [ -f "${DMTHIN_KO:-$REPO/dm_thin_rs.ko}" ] || die "module not built: run scripts/build-module.sh"
 
 say "results in $OUT (seed $SEED, orders $ORDERS)"
-say "booting the guest: $REPS repetitions x 3 stacks, ${RUNTIME_MS} ms (+ ${RAMP_MS} ms ramp) per workload"
-# VM timeout: generous (7 workloads, setup and teardown per stack run).
+say "booting the guest: $REPS repetitions x 3 stacks, ${RUNTIME_MS} ms (+ ${RAMP_MS} ms ramp) per workload; snapshot thin $COW_MB MiB, discard $DISC_MAP and delete $DEL_MAP mappings"
+# VM timeout: generous (7 workloads, setup and teardown per stack run;
+# then the snapshot, discard and delete rows per thin stack run, allowing
+# 1 ms per mapping discarded or deleted).
 TIMEOUT=$(( 300 + REPS * 3 * (7 * ((RUNTIME_MS + RAMP_MS) / 1000 + 15) + 60) ))
+TIMEOUT=$(( TIMEOUT + EXTRA_REPS * 2 * (120 + RUNTIME_MS / 1000 + 2 * DEL_IDLE_MS / 1000 + (DISC_MAP + DEL_MAP) / 1000) ))
 t0=$(date +%s)
 rc=0
 qemu/run-guest.sh -q -c "$CPUS" -m "$MEM" -t "$TIMEOUT" -o "$OUT" tests/bench/guest-bench.sh || rc=$?

@@ -10,6 +10,13 @@ pool used data blocks), writes DIR/results.csv (one row per run and
 workload), DIR/summary.csv (median and quartiles per workload and stack,
 ratios of the medians), DIR/table.txt (printed too) and DIR/ratios.png
 (gnuplot).  Exits 1 if a check failed (the table is still written).
+
+The thin stacks also have the snapshot, discard and delete rows (EXTRA):
+snap-fio.json, discard.txt, delete.txt and the other thin's per-I/O
+latency log delete_clat.1.log; their checks: mapped and used blocks
+after each step (every completed copy-on-write write allocated one block,
+the discarded thin maps nothing and its blocks are free, the deleted
+thin's blocks are free).
 """
 import csv
 import json
@@ -30,6 +37,18 @@ WORKLOADS = [
     ("fsync-randwrite-4k", "IOPS", "4k writes to new blocks, fsync after each, QD1"),
     ("multi-fsync-4k", "IOPS", "the same on {multi} thins at once (sum)"),
 ]
+# Thin stacks only: workload -> (unit, higher or lower is better, what).
+EXTRA = [
+    ("cow-randwrite-4k", "IOPS", "hi", "4k writes each to a distinct block shared with a snapshot "
+     "(copy-on-write), QD{qd}, {cow} MiB origin"),
+    ("discard-whole", "GiB/s", "hi", "BLKDISCARD of a whole thin with {disc} mapped blocks (passdown)"),
+    ("delete-thin", "s", "lo", "`delete` of a thin with {dele} mapped blocks, another thin doing "
+     "4k randrw QD{dqd}"),
+    ("delete-other-p99", "ms", "lo", "that other thin: p99 completion latency of its I/Os in flight "
+     "during the delete"),
+    ("delete-other-max", "ms", "lo", "that other thin: max completion latency of those I/Os"),
+]
+LOWER = {wl for wl, _, b, _ in EXTRA if b == "lo"}
 USER_HZ = os.sysconf("SC_CLK_TCK")
 
 
@@ -83,6 +102,126 @@ def parse_status(path):
         for line in f:
             name, rest = line.split(":", 1)
             out[name] = rest.split()[2:]
+    return out
+
+
+def kv(path):
+    """{key: float} of a "k=v k=v" line file (bench-ops.py output)."""
+    with open(path) as f:
+        return {k: float(v) for k, v in (x.split("=", 1) for x in f.read().split())}
+
+
+def nearest_rank(vals, q):
+    v = sorted(vals)
+    return v[max(0, min(len(v) - 1, int(-(-q * len(v) // 100)) - 1))]
+
+
+def lat_window(path, start, end):
+    """The other thin's I/Os from fio's latency log (epoch ms, ns): those in
+    flight at some moment of [start, end] (completed at or after start,
+    issued at or before end) and those completed before start."""
+    during, before = [], []
+    with open(path) as f:
+        for line in f:
+            x = line.split(",")
+            if len(x) < 2:
+                continue
+            t = int(x[0]) / 1000.0
+            ms = int(x[1]) / 1e6
+            if t >= start and t - ms / 1000.0 <= end:
+                during.append(ms)
+            elif t < start:
+                before.append(ms)
+    return during, before
+
+
+def extra_rows(run, rep, stack, rd, p, bs, errors):
+    """The EXTRA rows of one thin run, with their checks."""
+    out = []
+
+    def row(wl, unit, value, **kw):
+        r = dict(rep=int(rep), stack=stack, workload=wl, unit=unit, value=value)
+        r.update(kw)
+        out.append(r)
+
+    def status(name):
+        try:
+            return parse_status(os.path.join(rd, name))
+        except OSError as e:
+            errors.append(f"{run}: {name}: {e}")
+            return {}
+
+    def mapped(st, dev):
+        f = st.get(dev)
+        if not f or f[0] != "thin":
+            errors.append(f"{run}: no thin status for {dev}")
+            return None
+        return int(f[1]) // bs
+
+    def used(st, pool):
+        f = st.get(pool)
+        if not f or f[0] != "thin-pool":
+            errors.append(f"{run}: no status for {pool}")
+            return None
+        return int(f[3].split("/")[0])
+
+    def expect(what, got, want):
+        if got is not None and got != want:
+            errors.append(f"{run}: {what}: {got}, expected {want}")
+
+    cow_blocks, dele = int(p["COW_BLOCKS"]), int(p["DEL_MAP"])
+    other = int(p["OTHER_BLOCKS"])
+    cow_ios = None
+    # Snapshot: copy-on-write writes.
+    try:
+        jobs = {j["jobname"].partition("@")[0]: j for j in load_json(os.path.join(rd, "snap-fio.json"))["jobs"]}
+        j = jobs["cow-randwrite-4k"]
+        w = j["write"]
+        if j.get("error", 0):
+            errors.append(f"{run}: cow-randwrite-4k: fio error {j['error']}")
+        pc = w.get("clat_ns", {}).get("percentile", {})
+        cow_ios = w["total_ios"]
+        row("cow-randwrite-4k", "IOPS", w["iops"], iops=w["iops"], mib_s=w["bw"] / 1024.0,
+            ios=w["total_ios"], runtime_ms=j["job_runtime"],
+            clat_p99_us=pc.get("99.000000", 0) / 1000.0, fio_usr_pct=j["usr_cpu"], fio_sys_pct=j["sys_cpu"])
+    except (OSError, KeyError, ValueError) as e:
+        errors.append(f"{run}: cow-randwrite-4k: {e!r}")
+    # Discard of a whole thin.
+    try:
+        d = kv(os.path.join(rd, "discard.txt"))
+        row("discard-whole", "GiB/s", d["bytes"] / 2**30 / d["seconds"], seconds=d["seconds"])
+    except (OSError, KeyError, ValueError, ZeroDivisionError) as e:
+        errors.append(f"{run}: discard-whole: {e!r}")
+    # Delete, and the other thin's latency meanwhile.
+    try:
+        d = kv(os.path.join(rd, "delete.txt"))
+        during, before = lat_window(os.path.join(rd, "delete_clat.1.log"), d["start"], d["end"])
+        base = dict(base_p99_ms=nearest_rank(before, 99) if before else None,
+                    base_max_ms=max(before) if before else None, lat_ios=len(during))
+        row("delete-thin", "s", d["seconds"], seconds=d["seconds"], **base)
+        if during:
+            row("delete-other-p99", "ms", nearest_rank(during, 99), **base)
+            row("delete-other-max", "ms", max(during), **base)
+        else:
+            errors.append(f"{run}: the other thin had no I/O in flight during the delete")
+        for j in load_json(os.path.join(rd, "delete-fio.json"))["jobs"]:
+            if j.get("error", 0):
+                errors.append(f"{run}: delete-other: fio error {j['error']}")
+    except (OSError, KeyError, ValueError) as e:
+        errors.append(f"{run}: delete-thin: {e!r}")
+    # One status at the end: the origin still maps every block, the
+    # discarded thin nothing, the other thin all its blocks; the pool uses
+    # the other's, the origin's and one block per copy-on-write write (the
+    # snapshot holds the originals); the deleted thin's are free.
+    st = status("extra-status")
+    expect("cow: mapped blocks", mapped(st, "cow"), cow_blocks)
+    expect("disc: mapped blocks after the discard", mapped(st, "disc"), 0)
+    expect("other: mapped blocks", mapped(st, "other"), other)
+    if cow_ios is not None:
+        expect("dpool: used blocks (other + origin + one per copy; deleted and discarded freed)",
+               used(st, "dpool"), other + cow_blocks + cow_ios)
+    if dele and not os.path.exists(os.path.join(rd, "extra-thin_check")):
+        errors.append(f"{run}: no extra-thin_check output")
     return out
 
 
@@ -217,12 +356,14 @@ def main():
                 used = int(pf[3].split("/")[0])
                 if used != total:
                     errors.append(f"{run}: pool uses {used} data blocks, the thins map {total}")
+            if int(rep) <= int(p.get("EXTRA_REPS", 0)):
+                rows.extend(extra_rows(run, rep, stack, rd, p, bs, errors))
 
     keys = ["rep", "stack", "workload", "unit", "value", "iops", "mib_s", "ios", "runtime_ms",
             "clat_p99_us", "fio_usr_pct", "fio_sys_pct", "guest_busy_pct", "guest_cpu_us_per_io",
-            "meta_kib_written", "data_kib_written"]
+            "meta_kib_written", "data_kib_written", "seconds", "lat_ios", "base_p99_ms", "base_max_ms"]
     with open(os.path.join(d, "results.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
+        w = csv.DictWriter(f, fieldnames=keys, restval="")
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()})
@@ -240,8 +381,8 @@ def main():
 
     nreps = len({r["rep"] for r in rows})
     summ = []
-    for wl, unit, _ in WORKLOADS:
-        s = {"workload": wl, "unit": unit}
+    for wl, unit, _ in WORKLOADS + [(w, u, x) for w, u, _, x in EXTRA]:
+        s = {"workload": wl, "unit": unit, "better": "lower" if wl in LOWER else "higher"}
         for st in STACKS:
             s[st] = med(wl, st, "value")
             s[st + "_q1"], s[st + "_q3"] = quart(wl, st, "value")
@@ -258,7 +399,7 @@ def main():
               if v.get("ours") is not None and v.get("upstream")]
         s["ours/upstream_paired"] = statistics.median(pr) if pr else None
         summ.append(s)
-    skeys = ["workload", "unit"] + [k for st in STACKS for k in (st, st + "_q1", st + "_q3")] + \
+    skeys = ["workload", "unit", "better"] + [k for st in STACKS for k in (st, st + "_q1", st + "_q3")] + \
         ["ours/upstream", "ours/upstream_paired", "ours/linear", "upstream/linear"]
     with open(os.path.join(d, "summary.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=skeys)
@@ -285,10 +426,25 @@ def main():
                 cells.append(f" {'-':>22}")
             else:
                 cells.append(f" {fmt(s[st]) + ' [' + fmt(s[st + '_q1']) + '-' + fmt(s[st + '_q3']) + ']':>22}")
-        out.append(f"{s['workload']:<20} {s['unit']:<6}" + "".join(cells) +
+        out.append(f"{s['workload'] + ('*' if s['better'] == 'lower' else ''):<20} {s['unit']:<6}" + "".join(cells) +
                    f" {fmt(s['ours/upstream']):>8} {fmt(s['ours/upstream_paired']):>7}" +
                    "".join(f" {fmt(s[k]):>8}" for k in ("ours/linear", "upstream/linear")))
+    out.append("  (* lower is better: a ratio above 1 means ours is slower; linear has no snapshot/discard/delete rows)")
     out.append("")
+    dl = [s for s in summ if s["workload"] == "delete-thin"]
+    if dl and (dl[0]["upstream"] is not None or dl[0]["ours"] is not None):
+        out.append(f"Delete of {p.get('DEL_MAP', '?')} mappings while the other thin runs 4k randrw "
+                   f"QD{p.get('DEL_QD', '?')} (medians over repetitions; per repetition: min-max)")
+        out.append(f"  {'stack':<9} {'delete s':>18} {'p99 ms during':>18} {'max ms during':>18} "
+                   f"{'I/Os during':>12} {'p99 ms before':>14} {'max ms before':>14}")
+        for st in ("upstream", "ours"):
+            def rng(wl, key):
+                v = [r[key] for r in rows if r["workload"] == wl and r["stack"] == st and r.get(key) is not None]
+                return f"{fmt(statistics.median(v))} ({fmt(min(v))}-{fmt(max(v))})" if v else "-"
+            out.append(f"  {st:<9} {rng('delete-thin', 'value'):>18} {rng('delete-other-p99', 'value'):>18} "
+                       f"{rng('delete-other-max', 'value'):>18} {rng('delete-thin', 'lat_ios'):>12} "
+                       f"{rng('delete-thin', 'base_p99_ms'):>14} {rng('delete-thin', 'base_max_ms'):>14}")
+        out.append("")
     out.append("CPU (medians): fio usr%/sys% (the fio processes), guest busy % of the run, guest CPU us per I/O "
                "(busy x runtime / I/Os: target work in kworkers included); p99 completion latency us")
     hdr2 = f"{'workload':<20}" + "".join(f" {st:>30}" for st in STACKS)
@@ -321,6 +477,10 @@ def main():
     out.append("")
     for wl, unit, desc in WORKLOADS:
         out.append(f"  {wl:<20} {desc.format(qd=qd, multi=multi)}")
+    for wl, unit, b, desc in EXTRA:
+        out.append(f"  {wl:<20} " + desc.format(qd=qd, cow=p.get("COW_MB", "?"), disc=p.get("DISC_MAP", "?"),
+                                                dele=p.get("DEL_MAP", "?"), dqd=p.get("DEL_QD", "?")) +
+                   (" (lower is better)" if b == "lo" else ""))
     if errors:
         out.append("")
         out.append(f"CHECKS FAILED ({len(errors)}):")
@@ -328,7 +488,8 @@ def main():
     else:
         out.append("")
         out.append(f"checks: all passed ({len(rows)} workload runs; thin_check clean after every thin stack in the guest; "
-                   "mapped blocks = new-block writes; pool used = sum of mapped)")
+                   "mapped blocks = new-block writes; pool used = sum of mapped; one block per copy-on-write; "
+                   "discarded and deleted blocks free)")
     text = "\n".join(out) + "\n"
     with open(os.path.join(d, "table.txt"), "w") as f:
         f.write(text)
@@ -339,14 +500,14 @@ def main():
     with open(dat, "w") as f:
         f.write("workload ours/upstream ours/linear upstream/linear\n")
         for s in summ:
-            f.write(s["workload"] + "".join(
+            f.write(s["workload"] + ("*" if s["better"] == "lower" else "") + "".join(
                 f" {s[k]:.4f}" if s[k] is not None else " NaN"
                 for k in ("ours/upstream", "ours/linear", "upstream/linear")) + "\n")
     gp = os.path.join(d, "ratios.gp")
     with open(gp, "w") as f:
-        f.write(f"""set terminal pngcairo size 1100,560 font ',10'
+        f.write(f"""set terminal pngcairo size 1300,600 font ',10'
 set output '{os.path.join(d, "ratios.png")}'
-set title "dm-thin-rs guest benchmark: ratios of medians ({nreps} reps, runtime {p['RUNTIME_MS']} ms, seed {p['SEED']})"
+set title "dm-thin-rs guest benchmark: ratios of medians ({nreps} reps, runtime {p['RUNTIME_MS']} ms, seed {p['SEED']}; * lower is better)"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1

@@ -15,7 +15,10 @@
 #
 # scripts/bench.sh --guest [--smoke] [--reps N] [--size MB] [...] is the
 # guest benchmark instead: upstream's C dm-thin, ours and dm-linear in one
-# guest boot with fio (scripts/bench-guest.sh; --guest --help for options).
+# guest boot with fio (scripts/bench-guest.sh; --guest --help for options
+# and the workloads: provisioning, reads, writes, fsync, and on the thin
+# stacks copy-on-write after a snapshot, discard of a whole thin, delete of
+# a thin with 1M mappings while another thin does I/O).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$REPO"

@@ -11,7 +11,13 @@
 # workloads with fio (JSON output into $OUTDIR/runs/rR-STACK/), records
 # /proc/stat and the devices' /proc/diskstats lines around each fio run,
 # the dm status lines at the end of the workloads, then tears the stack
-# down and runs thin_check (thin stacks).  Any failed check (fio exit
+# down and runs thin_check (thin stacks).  After that, on the thin stacks,
+# the snapshot, discard and delete rows (run_extra) on one pool over the
+# metadata thin_restore made on the host ($OUTDIR/delete-meta.img) and a
+# sparse data device: a new thin prefilled, snapshotted and written 4k per
+# block (copy-on-write), thin 3 discarded whole, thin 1 deleted while
+# thin 2 runs fio (tests/bench/bench-ops.py times the discard ioctl and
+# the delete message).  Any failed check (fio exit
 # status, device counts, pool mode, thin_check, a kernel splat) ends the
 # run with a non-zero exit; the host driver then fails.
 . "$(dirname "$0")/../lib/common.sh"
@@ -40,7 +46,14 @@ NDEV=${#NAMES[@]}
 
 make_loop META meta "$META_MB" || fail "metadata loop device"
 make_loop DATA data "$DATA_MB" || fail "data loop device"
-for d in "$META" "$DATA"; do
+# The snapshot/discard/delete pool's devices: metadata from the host's
+# image (its used part, kept in the tmpfs), data sparse (written only by
+# the snapshot row and the other thin's fio).
+make_loop DMETA dmeta "$DM_META_MB" || fail "delete metadata loop device"
+make_loop DDATA ddata $(( (DD_BLOCKS * BLOCK_SECTORS + 2047) / 2048 )) || fail "delete data loop device"
+DM_HEAD="$DMTHIN_SCRATCH/delete-meta.head"
+cp "$OUTDIR/delete-meta.img" "$DM_HEAD" || fail "copying the delete metadata"
+for d in "$META" "$DATA" "$DMETA" "$DDATA"; do
     s=/sys/block/${d#/dev/}/queue/scheduler
     [ -w "$s" ] && echo none > "$s" 2>/dev/null
 done
@@ -116,6 +129,94 @@ warm_up() {
     fio --name=warm --filename="$DATA" --rw=read --bs=1M --size=8M --ioengine=libaio \
         --direct=1 --output=/dev/null || fail "fio warm-up"
     thin_check -V > /dev/null; dms version > /dev/null; blkdiscard -V > /dev/null
+    python3 "$TESTS_DIR/bench/bench-ops.py" > /dev/null 2>&1
+}
+
+# ms_to_s <ms>: "1.500" (for sleep).
+ms_to_s() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
+
+# run_extra <rep> <stack>: the snapshot, discard and delete rows on a thin
+# stack (its module loaded), all on one pool over the metadata restored on
+# the host (thins 1, 2, 3) and a sparse data device: thin 4 (cow) created,
+# prefilled, snapshotted (thin 5) and written; thin 3 (disc) discarded;
+# thin 1 deleted while thin 2 (other) runs fio.  Files into
+# runs/rR-STACK/: snap-fio.json, discard.txt, delete-fio.json,
+# delete_clat.1.log (fio's per-I/O completion latencies, epoch ms),
+# delete.txt, extra-status (checked by bench-report.py), extra-thin_check.
+# Repetitions after EXTRA_REPS skip it.
+run_extra() {
+    local rep="$1" stack="$2" dir="$RUNS/r$1-$2" t0=$SECONDS rc=0 fpid i a n l
+    local opts=(--thread --ioengine=libaio --direct=1 --output-format=json)
+    log "rep $rep: $stack snapshot, discard, delete"
+    # The restored metadata on a fresh device, a fresh sparse data device
+    # (and the main workloads' data freed from the tmpfs).
+    blkdiscard "$DATA" || fail "blkdiscard $DATA"
+    blkdiscard "$DMETA" || fail "blkdiscard $DMETA"
+    blkdiscard "$DDATA" || fail "blkdiscard $DDATA"
+    dd if="$DM_HEAD" of="$DMETA" bs=1M oflag=direct conv=notrunc status=none || fail "writing the delete metadata"
+    dms create dpool --table "0 $((DD_BLOCKS * BS)) thin-pool $DMETA $DDATA $BS 0 $POOL_FEATURES" \
+        || fail "$stack: pool on the restored metadata"
+    dms message dpool 0 "create_thin 4" || fail "$stack: create_thin 4"
+    dms create --concise "cow,,,rw,0 $((COW_BLOCKS * BS)) thin /dev/mapper/dpool 4;disc,,,rw,0 $((DISC_MAP * BS)) thin /dev/mapper/dpool 3;other,,,rw,0 $((OTHER_BLOCKS * BS)) thin /dev/mapper/dpool 2" \
+        || fail "$stack: creating cow, disc and other"
+    # Snapshot: thin 4 prefilled by 1M writes, then create_snap with the
+    # origin suspended around the message (lvm2's order), run by fio's
+    # exec_prerun of the 4k group (one fio start for both groups).
+    cat > "$dir/snap.sh" <<'EOF'
+dmsetup --noudevsync suspend cow || exit 1
+dmsetup --noudevsync message dpool 0 "create_snap 5 4"; rc=$?
+dmsetup --noudevsync resume cow || exit 1
+[ "$rc" = 0 ] && echo snap-ok
+EOF
+    ( cd "$dir" && exec fio "${opts[@]}" --output="$dir/snap-fio.json" \
+        --name=cow-prefill@cow --filename=/dev/mapper/cow --rw=write --bs=1M --iodepth="$QD" --size="${COW_MB}M" \
+        --name=cow-randwrite-4k@cow --stonewall --filename=/dev/mapper/cow --exec_prerun="sh $dir/snap.sh" \
+            --read_iolog="$IOLOGS/cow.log" --iodepth="$QD" --rw=randwrite --bs=4k --replay_no_stall=1 \
+            --runtime="${RUNTIME_MS}ms" ) > "$dir/snap-fio.err" 2>&1 || rc=$?
+    [ "$rc" = 0 ] || { cat "$dir/snap-fio.err" >&2; fail "$stack: snapshot fio exited $rc"; }
+    l=""; read -r l < "$dir/cow-randwrite-4k@cow.prerun.txt"
+    [ "$l" = snap-ok ] || fail "$stack: create_snap in fio's prerun failed: $(<"$dir/cow-randwrite-4k@cow.prerun.txt")"
+    echo "snapshot $((SECONDS - t0))" >> "$dir/times"
+    # Discard of thin 3, whole, in one ioctl.
+    python3 "$TESTS_DIR/bench/bench-ops.py" discard /dev/mapper/disc > "$dir/discard.txt" \
+        || fail "$stack: discard of thin 3 failed"
+    echo "discard $((SECONDS - t0))" >> "$dir/times"
+    # Delete of thin 1 while the other thin (2) runs fio: started, then
+    # once it completed I/O and ran DEL_IDLE_MS, the delete; DEL_IDLE_MS
+    # later fio is stopped (SIGTERM: it writes its output and logs).
+    n=""
+    for i in /sys/block/dm-*/dm/name; do read -r l < "$i"; [ "$l" = other ] && n=${i%/dm/name}; done
+    [ -n "$n" ] || fail "$stack: no sysfs entry of other"
+    ( cd "$dir" && exec fio "${opts[@]}" --output="$dir/delete-fio.json" \
+        --name=delete-other@other --filename=/dev/mapper/other --rw=randrw --bs=4k --iodepth="$DEL_QD" \
+        --norandommap=1 --randseed="$SEED" --time_based=1 --runtime=3600 \
+        --write_lat_log="$dir/delete" --log_unix_epoch=1 ) > "$dir/delete-fio.err" 2>&1 &
+    fpid=$!
+    a=0
+    for ((i = 0; i < 300; i++)); do
+        read -r a _ < "$n/stat"
+        [ "${a:-0}" -gt 0 ] && break
+        kill -0 "$fpid" 2>/dev/null || break
+        sleep 0.2
+    done
+    [ "${a:-0}" -gt 0 ] || { kill "$fpid" 2>/dev/null; cat "$dir/delete-fio.err" >&2; fail "$stack: fio on other did no I/O"; }
+    sleep "$(ms_to_s "$DEL_IDLE_MS")"
+    rc=0
+    python3 "$TESTS_DIR/bench/bench-ops.py" message dpool 0 "delete 1" > "$dir/delete.txt" || rc=$?
+    sleep "$(ms_to_s "$DEL_IDLE_MS")"
+    kill -TERM "$fpid" 2>/dev/null
+    wait "$fpid"; echo "$?" > "$dir/delete-fio.rc"
+    [ "$rc" = 0 ] || fail "$stack: delete 1 failed"
+    [ -s "$dir/delete-fio.json" ] || { cat "$dir/delete-fio.err" >&2; fail "$stack: no fio output of the other thin"; }
+    # One status for the checks of all three (bench-report.py): mapped
+    # blocks of cow, disc (none left) and other, the pool's used blocks.
+    dms status > "$dir/extra-status" || fail "$stack: dmsetup status"
+    while read -r l; do case "$l" in dpool:*) check_pool_status "$l" ;; esac; done < "$dir/extra-status"
+    dms remove cow disc other dpool || fail "$stack: removing cow, disc, other, dpool"
+    thin_check "$DMETA" > "$dir/extra-thin_check" 2>&1 \
+        || { cat "$dir/extra-thin_check" >&2; fail "$stack rep $rep: thin_check after the snapshot/discard/delete rows failed"; }
+    echo "extra $((SECONDS - t0))" >> "$dir/times"
+    log "rep $rep: $stack snapshot, discard, delete done in $((SECONDS - t0)) s ($(<"$dir/delete.txt"))"
 }
 
 # count_dm: number of dm devices (dmsetup ls prints "No devices found" when none).
@@ -187,6 +288,7 @@ run_stack() {
     [ "$(count_dm)" = 0 ] || fail "$stack: dm devices left after teardown: $(dms ls)"
     echo "total $((SECONDS - t0))" >> "$dir/times"
     log "rep $rep: $stack done in $((SECONDS - t0)) s"
+    [ "$stack" = linear ] || [ "$rep" -gt "$EXTRA_REPS" ] || run_extra "$rep" "$stack"
 }
 
 kmark=$(kmsg_mark)
