@@ -15,7 +15,8 @@
 #    aborted, needs_check set, the pool goes read-only (the aborted
 #    mapping is gone); the good path restored, the pool torn down (the
 #    needs_check flag reaches the disk) and created again: read-only with
-#    needs_check; after `thin_check --clear-needs-check-flag` it opens in
+#    needs_check, a longer table does not grow the data device ("unable to
+#    grow the data device until repaired"); after `thin_check --clear-needs-check-flag` it opens in
 #    write mode.  Then the metadata path swapped for `error` (reads fail
 #    too): the abort cannot reread the metadata, the pool fails (`Fail`,
 #    every bio EIO); restored and recreated, the last commit is intact.
@@ -211,6 +212,11 @@ scenario() {
     cmp_check "needs_check in the status" eval '[[ "$P_LINE" == *" needs_check "* ]]'
     cmp_op $EOPNOTSUPP message pool 0 "create_thin 1"
     cmp_batch "needs_check pool refuses messages"
+    # Resizing is refused until repaired (upstream's line, size kept).
+    cmp_ok "data device doubled" sh -c "truncate -s 8M '$DMTHIN_SCRATCH/data.img' && losetup -c '$DATA'"
+    cmp_ok "reload the pool longer" swap pool "0 $((2 * DS)) thin-pool /dev/mapper/metal $DATA 128 0"
+    cmp_pool_status pool
+    cmp_check "needs_check: the data device is not grown ($P_DTOTAL)" test "$P_DTOTAL" = $((DS / 128))
     cmp_remove pool
     cmp_ok "thin_check --clear-needs-check-flag" thin_check --clear-needs-check-flag /dev/mapper/metal
     cmp_create pool "0 $DS thin-pool /dev/mapper/metal $DATA 128 0"
