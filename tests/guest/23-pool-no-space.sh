@@ -9,7 +9,9 @@
 #   space waits (status out_of_data_space), reads and overwrites of mapped
 #   blocks carry on meanwhile, after the timeout the waiting write fails
 #   with ENOSPC and the pool says "(error IO)"; the knob reads back;
-# - no_space_timeout=0 (queue forever): the data device grows, the pool is
+# - no_space_timeout=0 (queue forever): a noflush suspend of the thin
+#   returns at once (the waiting bios handed back to dm core), resume;
+#   then the data device grows, the pool is
 #   reloaded with the new length and resumed: the waiting writes complete,
 #   nothing lost (the thin equals what was written), the pool is back in
 #   write mode;
@@ -104,6 +106,13 @@ scenario() {
     cmp_ok "out_of_data_space while the writer waits" wait_mode out_of_data_space 30
     WRITER=$writer
     cmp_ok "still waiting after 4 s" still_waiting
+    # A noflush suspend of the thin hands the waiting bios back to dm
+    # core (upstream's requeue mode) instead of waiting for space; they
+    # are issued again at resume and wait again.
+    cmp_ok "noflush suspend of the thin" timeout 20 env DM_DISABLE_UDEV=1 dmsetup suspend --noflush --noudevsync thin
+    cmp_ok "thin suspended" sh -c "dmsetup info -c --noheadings -o suspended thin"
+    cmp_ok "resume the thin" dms resume thin
+    cmp_ok "still waiting after the resume" still_waiting
     cmp_ok "grow the data file" truncate -s 4M "$DMTHIN_SCRATCH/data.img"
     cmp_ok "losetup -c" losetup -c "$DATA"
     DS=$(dev_sectors "$DATA")
