@@ -62,7 +62,9 @@ lvs_rec() {
     cmp_ok "lvs" lvs --noheadings --nosuffix --units k \
         -o lv_name,lv_attr,lv_size,data_percent,metadata_percent,chunk_size "$VG"
 }
-# pool_rec: the thin-pool device's table and status (recorded).
+# pool_rec: the thin-pool device's table and status (recorded).  The
+# status (without --noflush) commits the pool, so the used metadata that
+# lvs_rec reports next does not depend on when the periodic commit ran.
 pool_rec() {
     cmp_ok "tpool table" dms table "$VG-pool-tpool"
     cmp_ok "tpool status" dms status "$VG-pool-tpool"
@@ -81,8 +83,8 @@ scenario() {
     _DMDEVS+=("$VG-pool_tmeta" "$VG-pool_tdata" "$VG-pool-tpool" "$VG-pool" "$VG-thin1")
     cmp_ok "write thin1" dd if="$PAT" of="/dev/mapper/$VG-thin1" bs=1M oflag=direct status=none
     cp "$PAT" "$REF/thin1"; truncate -s 16M "$REF/thin1"
-    lvs_rec
     pool_rec
+    lvs_rec
 
     lv "lvcreate -s" lvcreate -q -s -kn "$VG/thin1" -n snap1
     _DMDEVS+=("$VG-snap1")
@@ -93,8 +95,8 @@ scenario() {
     dd if="$PAT" of="$REF/thin1" bs=64k count=8 skip=8 seek=100 conv=notrunc status=none
     cmp_ok "thin1 = reference" cmp "/dev/mapper/$VG-thin1" "$REF/thin1"
     cmp_ok "snap1 = reference" cmp "/dev/mapper/$VG-snap1" "$REF/snap1"
-    lvs_rec
     pool_rec
+    lvs_rec
 
     lv "lvextend data" lvextend -q -L +16m "$VG/pool"
     pool_rec
@@ -105,14 +107,14 @@ scenario() {
     dd if="$PAT" of="$REF/snap1" bs=64k count=32 skip=32 seek=200 conv=notrunc status=none
 
     lv "lvremove snap1" lvremove -q -y "$VG/snap1"
-    lvs_rec
     pool_rec
+    lvs_rec
     lv "vgchange -an" vgchange -q -an "$VG"
     cmp_ok "dm devices left" sh -c "dmsetup ls | grep -c $VG || true"
     lv "vgchange -ay (thin_check runs)" vgchange -q -ay "$VG"
     cmp_ok "thin1 = reference after reactivation" cmp "/dev/mapper/$VG-thin1" "$REF/thin1"
-    lvs_rec
     pool_rec
+    lvs_rec
     lv "lvremove thin1" lvremove -q -y "$VG/thin1"
     lvs_rec
     lv "vgchange -an" vgchange -q -an "$VG"
