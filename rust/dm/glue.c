@@ -424,6 +424,27 @@ static void dmthin_discard_endio(struct bio *bio)
 }
 
 /*
+ * A bio that only marks completion: the I/O of one request is chained to
+ * it, and when all of it finished done(ctx, err) runs once.  NULL when out
+ * of memory.
+ */
+static struct bio *dmthin_completion_parent(void (*done)(void *ctx, int err),
+					    void *ctx)
+{
+	struct dmthin_discard *d = kmalloc(sizeof(*d), GFP_NOIO);
+	struct bio *parent;
+
+	if (!d)
+		return NULL;
+	d->done = done;
+	d->ctx = ctx;
+	parent = bio_alloc(NULL, 1, 0, GFP_NOIO);
+	parent->bi_end_io = dmthin_discard_endio;
+	parent->bi_private = d;
+	return parent;
+}
+
+/*
  * Discards n ranges of bdev (ranges[2i] = first sector, ranges[2i + 1] =
  * sectors) and calls done(ctx, err) once when every discard finished (the
  * first error, or 0).  Returns -ENOMEM without calling done when nothing
@@ -433,21 +454,13 @@ int dmthin_issue_discards(struct block_device *bdev, const u64 *ranges,
 			  unsigned int n, void (*done)(void *ctx, int err),
 			  void *ctx)
 {
-	struct dmthin_discard *d = kmalloc(sizeof(*d), GFP_NOIO);
-	struct bio *parent, *bio = NULL;
+	struct bio *parent = dmthin_completion_parent(done, ctx), *bio = NULL;
 	struct blk_plug plug;
 	unsigned int i;
 	int r = 0;
 
-	if (!d)
+	if (!parent)
 		return -ENOMEM;
-	d->done = done;
-	d->ctx = ctx;
-	/* Only a completion point: the discards are chained to it. */
-	parent = bio_alloc(NULL, 1, 0, GFP_NOIO);
-	parent->bi_end_io = dmthin_discard_endio;
-	parent->bi_private = d;
-
 	blk_start_plug(&plug);
 	for (i = 0; i < n && !r; i++)
 		r = __blkdev_issue_discard(bdev, ranges[2 * i], ranges[2 * i + 1],
@@ -487,19 +500,11 @@ unsigned int dmthin_no_space_timeout(void)
 int dmthin_issue_zeroes(struct block_device *bdev, u64 sector, u64 nr_sects,
 			void (*done)(void *ctx, int err), void *ctx)
 {
-	struct dmthin_discard *d = kmalloc(sizeof(*d), GFP_NOIO);
-	struct bio *parent, *prev = NULL;
+	struct bio *parent = dmthin_completion_parent(done, ctx), *prev = NULL;
 	struct blk_plug plug;
 
-	if (!d)
+	if (!parent)
 		return -ENOMEM;
-	d->done = done;
-	d->ctx = ctx;
-	/* Only a completion point: the writes are chained to it. */
-	parent = bio_alloc(NULL, 1, 0, GFP_NOIO);
-	parent->bi_end_io = dmthin_discard_endio;
-	parent->bi_private = d;
-
 	blk_start_plug(&plug);
 	while (nr_sects) {
 		u64 pages = DIV_ROUND_UP_ULL(nr_sects, PAGE_SIZE >> SECTOR_SHIFT);

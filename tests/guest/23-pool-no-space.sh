@@ -39,19 +39,6 @@ nst() {
 }
 # wait_writer: wait for the writer ($WRITER), print its errors.
 wait_writer() { local rc=0; wait "$WRITER" || rc=$?; cat "$CMP_DIR/dd.err"; return "$rc"; }
-# events: the pool's event number (`dmsetup info`).
-events() { dms info -c --noheadings -o events pool | tr -d ' '; }
-# wait_bounded <seconds>: the background process $WRITER ends within
-# <seconds> (killed otherwise) with status 0.
-wait_bounded() {
-    local i
-    for ((i = 0; i < $1 * 5; i++)); do
-        kill -0 "$WRITER" 2>/dev/null || { wait "$WRITER"; return; }
-        sleep 0.2
-    done
-    kill "$WRITER" 2>/dev/null; wait "$WRITER" 2>/dev/null
-    echo "still waiting after $1 s"; return 1
-}
 # still_waiting: after 4 s, the writer ($WRITER) has not finished.
 still_waiting() { sleep 4; kill -0 "$WRITER"; }
 # wait_mode <word> <seconds>: until the pool status holds <word>.
@@ -137,15 +124,15 @@ scenario() {
     cmp_create pool "0 $DS thin-pool $META $DATA 128 0 1 error_if_no_space"
     cmp_must "create_thin 0" dms message pool 0 "create_thin 0"
     cmp_create thin "0 16384 thin /dev/mapper/pool 0"
-    cmp_step "event number before" events
+    cmp_step "event number before" cmp_events pool
     local ev0=${CMP_OUT[0]:-x} waiter
     dms wait pool "$ev0" > "$CMP_DIR/wait.out" 2>&1 &
     waiter=$!
     cmp_step "write past the end of the space" dd if="$PAT" of=/dev/mapper/thin bs=64k count=40 oflag=direct status=none
     cmp_check "fails (rc $CMP_RC)" test "$CMP_RC" != 0
-    WRITER=$waiter
+    WAIT_PID=$waiter
     cmp_ok "dmsetup wait returned (events raised)" wait_bounded 20
-    cmp_step "event number after" events
+    cmp_step "event number after" cmp_events pool
     cmp_check "events were raised (${CMP_OUT[0]:-x} > $ev0)" test "${CMP_OUT[0]:-0}" -gt "$ev0"
     cmp_pool_status pool
     cmp_remove thin

@@ -81,19 +81,6 @@ EOF
 
 # swap <name> <table>: load a new table into a dm device, suspend, resume.
 swap() { dms reload "$1" --table "$2" && dms suspend "$1" && dms resume "$1"; }
-# events: the pool's event number.
-events() { dms info -c --noheadings -o events pool | tr -d ' '; }
-# wait_bounded <seconds>: the background process $WAITER ends within
-# <seconds> (killed otherwise) with status 0.
-wait_bounded() {
-    local i
-    for ((i = 0; i < $1 * 5; i++)); do
-        kill -0 "$WAITER" 2>/dev/null || { wait "$WAITER"; return; }
-        sleep 0.2
-    done
-    kill "$WAITER" 2>/dev/null; wait "$WAITER" 2>/dev/null
-    echo "still waiting after $1 s"; return 1
-}
 # klog_has <text>: the last step's kernel lines hold <text>.
 klog_has() { [[ "${CMP_KLOG[*]}" == *"$1"* ]]; }
 # write_then_status <offset>: a 4 KiB O_DIRECT write to the thin, then the
@@ -265,17 +252,17 @@ scenario() {
     cmp_op ok write /dev/mapper/thin 0 $((2 * B)) "$PAT" 0
     cmp_batch "two blocks written"
     cmp_pool_status pool
-    cmp_step "event number before" events
+    cmp_step "event number before" cmp_events pool
     ev0=${CMP_OUT[0]:-x}
     dms wait pool "$ev0" > "$CMP_DIR/wait.out" 2>&1 &
-    WAITER=$!
+    WAIT_PID=$!
     cmp_step "create thins until an event" python3 "$FILL" pool 1 event 200
     local l next=1
     for l in "${CMP_OUT[@]}"; do [[ "$l" == create_thin* ]] && next=$((next + 1)); done
     cmp_check "stopped at an event (rc $CMP_RC)" test "$CMP_RC" = 0
     cmp_check "the metadata low water mark was reached" klog_has "reached low water mark for metadata device"
     cmp_ok "dmsetup wait returned" wait_bounded 20
-    cmp_step "event number after" events
+    cmp_step "event number after" cmp_events pool
     cmp_check "events raised (${CMP_OUT[0]:-x} > $ev0)" test "${CMP_OUT[0]:-0}" -gt "$ev0"
     cmp_pool_status pool
     cmp_check "still write mode ($P_MODE)" test "$P_MODE" = rw

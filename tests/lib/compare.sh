@@ -259,6 +259,20 @@ cmp_parse_thin() {
     return 0
 }
 
+# cmp_events <dm name>: its event number (`dmsetup info`).
+cmp_events() { dms info -c --noheadings -o events "$1" | tr -d ' '; }
+# wait_bounded <seconds>: the background process $WAIT_PID ends within
+# <seconds> (killed otherwise) with status 0.
+wait_bounded() {
+    local i
+    for ((i = 0; i < $1 * 5; i++)); do
+        kill -0 "$WAIT_PID" 2>/dev/null || { wait "$WAIT_PID"; return; }
+        sleep 0.2
+    done
+    kill "$WAIT_PID" 2>/dev/null; wait "$WAIT_PID" 2>/dev/null
+    echo "still waiting after $1 s"; return 1
+}
+
 # cmp_md5 <label> <file or device>: record its md5sum, left in CMP_MD5.
 cmp_md5() {
     local h="" rest t0=$EPOCHREALTIME
