@@ -83,12 +83,20 @@ EOF
 swap() { dms reload "$1" --table "$2" && dms suspend "$1" && dms resume "$1"; }
 # klog_has <text>: the last step's kernel lines hold <text>.
 klog_has() { [[ "${CMP_KLOG[*]}" == *"$1"* ]]; }
-# write_then_status <offset>: a 4 KiB O_DIRECT write to the thin, then the
-# pool status (which commits).  One step: the failing commit may be the
-# status' or the periodic one, its kernel lines land in this step either way.
+# write_then_status <offset>: a 4 KiB O_DIRECT write to the thin, then
+# the pool status without a commit (`--noflush`) until the mode leaves
+# `rw` (at most 30 s), then printed once.  The commit that fails is
+# thus always the worker's periodic one: a status that commits would
+# race it, and upstream's status prints `Error` instead of `Fail` when
+# its own commit is the one that switches the pool to fail mode.
 write_then_status() {
+    local i s
     dd if="$PAT" of=/dev/mapper/thin bs=4k count=1 seek=$(($1 / 4096)) oflag=direct conv=notrunc status=none || return
-    dms status pool
+    for ((i = 0; i < 150; i++)); do
+        s=$(dms status --noflush pool) || return
+        case "$s" in *" rw "*) sleep 0.2 ;; *) break ;; esac
+    done
+    echo "$s"
 }
 # teardown_thin_check <pool> <metadata dev>: like cmp_teardown, but the
 # thin_check outcome is only recorded (compared with upstream's), not
