@@ -10,13 +10,14 @@
 //! the dm-bufio client and every remapped bio use a device the pool owns.
 //!
 //! Also [`IoJob`], the completion of asynchronous work the module starts
-//! (kcopyd jobs, [`Bdev::discard`], [`zero_out`]).
+//! (kcopyd jobs, [`Bdev::discard`], [`zero_out`], [`padded_write`]).
 
 use kernel::alloc::KBox;
 use kernel::bindings;
 use kernel::error::{code::ENOMEM, from_err_ptr, Result};
 use kernel::ffi::{c_int, c_uint, c_void};
 
+use super::bio::{Bio, BioInfo};
 use super::glue;
 
 /// A block device I/O can be sent to (kcopyd regions).
@@ -170,6 +171,43 @@ pub(crate) fn zero_out<J: IoJob>(
         // SAFETY: not handed to C: reclaim the box.
         drop(unsafe { KBox::from_raw(ctx.cast::<J>()) });
         return Err(ENOMEM);
+    }
+    Ok(())
+}
+
+/// Writes `count` sectors of `dev` from `sector` in one bio: zeros for
+/// the first `offset` sectors, then `src`'s data (its pages are borrowed;
+/// `src` itself is neither submitted nor ended, and the caller must keep
+/// it until `job.done` ran), then zeros to the end.  On `Err` nothing was
+/// started and the job comes back: that does not fit in one bio (or
+/// `src` carries integrity or encryption context), or no memory.
+pub(crate) fn padded_write<J: IoJob>(
+    dev: &impl BlockDev,
+    sector: u64,
+    count: u64,
+    src: &Bio,
+    offset: u64,
+    job: KBox<J>,
+) -> core::result::Result<(), KBox<J>> {
+    let ctx = KBox::into_raw(job).cast::<c_void>();
+    // SAFETY: the device is valid while `dev` is (`BlockDev`), `src` is a
+    // valid bio the caller owns and keeps, unchanged, until the job's
+    // `done`; `ctx` comes back once to `discard_done::<J>` unless the call
+    // fails.
+    let r = unsafe {
+        glue::dmthin_issue_padded_write(
+            dev.bdev_ptr().cast(),
+            sector,
+            count,
+            src.raw().cast(),
+            offset,
+            discard_done::<J>,
+            ctx,
+        )
+    };
+    if r != 0 {
+        // SAFETY: not handed to C: reclaim the box.
+        return Err(unsafe { KBox::from_raw(ctx.cast::<J>()) });
     }
     Ok(())
 }

@@ -6,14 +6,16 @@
 //!
 //! Each bufio buffer carries one word of aux data: the validator the block
 //! was last checked with.  A read lock validates a block when it is first
-//! read or was last checked with another validator.  A write guard seals
-//! the block (checksum and self pointer, the validator's `prepare`) when it
-//! is dropped, then marks it dirty and releases it; dm-bufio writes it out
-//! later.  (Upstream seals in bufio's write callback instead; sealing at
-//! unlock costs one crc32c per write unlock but never touches a buffer
-//! another thread may be reading.)  A block is validated only after its
-//! block lock is taken, so a reader never checks a buffer a writer is
-//! changing.  `read_try_lock` uses `dm_bufio_get`, which never sleeps on
+//! read or was last checked with another validator.  A write guard marks
+//! the block dirty and releases it when dropped, recording its validator;
+//! dm-bufio writes it out later, and its write callback seals it then
+//! (self pointer and checksum: `block_manager::seal_standard` with the
+//! validator's salt), as upstream's `dm_block_manager_write_callback`
+//! does: one crc32c per block written, not one per write unlock (a btree
+//! operation unlocks the same node many times per transaction).  A
+//! validator without a salt is sealed by its `prepare` at unlock.  A block
+//! is validated only after its block lock is taken, so a reader never
+//! checks a buffer a writer is changing.  `read_try_lock` uses `dm_bufio_get`, which never sleeps on
 //! I/O: a miss answers [`Error::WouldBlock`] without a prefetch (it runs
 //! inside `map`, where dm-bufio refuses to start I/O; the pool's worker
 //! retries the bio with a blocking read).
@@ -32,7 +34,9 @@ use kernel::bindings;
 use kernel::error::from_err_ptr;
 
 use super::bdev::Bdev;
-use crate::pdata::block_manager::{Block, BlockManager, Validator, BLOCK_SIZE};
+use crate::pdata::block_manager::{
+    Block, BlockManager, Validator, BLOCK_SIZE, SEAL_BLOCKNR_OFFSET,
+};
 use crate::pdata::error::{Error, Result};
 
 /// Buffers dm-bufio keeps reserved for us (upstream:
@@ -96,6 +100,47 @@ unsafe extern "C" fn alloc_callback(b: *mut bindings::dm_buffer) {
     };
 }
 
+/// dm-bufio's write callback: seals a block just before it goes to the
+/// device (self pointer, then the salted crc32c), for validators with a
+/// salt (the others were sealed by `prepare` at unlock).
+///
+/// # Safety
+///
+/// Called by dm-bufio with a valid buffer of this client, whose aux area
+/// was set up by `alloc_callback`.
+unsafe extern "C" fn write_callback(b: *mut bindings::dm_buffer) {
+    // SAFETY: valid buffer with our aux data (caller).
+    let v = unsafe { BufioBm::aux(b) }.validator.load(Ordering::Acquire);
+    // SAFETY: a non-null validator pointer comes from a `&'static
+    // Validator` (stored by a guard).
+    let Some(salt) = (unsafe { v.as_ref() }).and_then(|v| v.csum_salt) else {
+        return;
+    };
+    // SAFETY: valid buffer (caller).
+    let (data, location) = unsafe {
+        (
+            bindings::dm_bufio_get_block_data(b).cast::<u8>(),
+            bindings::dm_bufio_get_block_number(b),
+        )
+    };
+    // SAFETY: `data` is the buffer's 4 KiB block.  Only the seal fields
+    // (bytes 0..4 and 8..16) are written, through raw pointers: no
+    // reference to the block is made here.  Guard holders never read
+    // those fields (only a validator's `check` does, when a block is read
+    // with another validator than it was sealed with: corrupt metadata,
+    // refused either way).  A writer changing the block meanwhile makes
+    // this copy's checksum stale, but its unlock marks the buffer dirty
+    // again, so the block is written again, sealed, before any commit
+    // depends on it (upstream's callback runs under the same terms).
+    unsafe {
+        data.add(SEAL_BLOCKNR_OFFSET)
+            .cast::<[u8; 8]>()
+            .write_unaligned(location.to_le_bytes());
+        let csum = bindings::crc32c(!0, data.add(4).cast(), (BLOCK_SIZE - 4) as _) ^ salt;
+        data.cast::<[u8; 4]>().write_unaligned(csum.to_le_bytes());
+    }
+}
+
 fn io_error(e: kernel::error::Error) -> Error {
     if e.to_errno() == -(bindings::ENOMEM as i32) {
         Error::NoMem
@@ -128,7 +173,7 @@ impl BufioBm {
                 RESERVED_BUFFERS,
                 core::mem::size_of::<Aux>() as u32,
                 Some(alloc_callback),
-                None,
+                Some(write_callback),
                 0,
             )
         };
@@ -334,8 +379,10 @@ impl DerefMut for BufioWrite<'_> {
 
 impl Drop for BufioWrite<'_> {
     fn drop(&mut self) {
-        // SAFETY: held and exclusively ours (type invariant).
-        (self.validator.prepare)(unsafe { &mut *self.data }, self.location);
+        if self.validator.csum_salt.is_none() {
+            // SAFETY: held and exclusively ours (type invariant).
+            (self.validator.prepare)(unsafe { &mut *self.data }, self.location);
+        }
         // SAFETY: the buffer is held until the release below.
         unsafe { BufioBm::aux(self.buf) }.validator.store(
             core::ptr::from_ref(self.validator).cast_mut(),

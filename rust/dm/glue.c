@@ -29,6 +29,8 @@
  */
 
 #include <linux/bio.h>
+#include <linux/bio-integrity.h>
+#include <linux/blk-crypto.h>
 #include <linux/blkdev.h>
 #include <linux/jiffies.h>
 #include <linux/moduleparam.h>
@@ -73,6 +75,9 @@ int dmthin_issue_discards(struct block_device *bdev, const u64 *ranges,
 			  void *ctx);
 int dmthin_issue_zeroes(struct block_device *bdev, u64 sector, u64 nr_sects,
 			void (*done)(void *ctx, int err), void *ctx);
+int dmthin_issue_padded_write(struct block_device *bdev, u64 sector,
+			      u64 nr_sects, struct bio *src, u64 offset,
+			      void (*done)(void *ctx, int err), void *ctx);
 struct dmthin_dset *dmthin_dset_create(void);
 void dmthin_dset_destroy(struct dmthin_dset *d);
 u64 dmthin_dset_inc(struct dmthin_dset *d);
@@ -532,6 +537,62 @@ int dmthin_issue_zeroes(struct block_device *bdev, u64 sector, u64 nr_sects,
 		submit_bio(prev);
 	}
 	blk_finish_plug(&plug);
+	bio_endio(parent);
+	return 0;
+}
+
+/*
+ * Writes nr_sects sectors of bdev from sector in ONE bio: zero pages for
+ * the first `offset` sectors, then the data of `src` (its pages borrowed,
+ * the bio itself left alone: the caller ends it after done ran), then
+ * zero pages to the end; done(ctx, err) runs once when it finished.
+ * Returns -EINVAL when that does not fit in one bio or `src` carries
+ * integrity or encryption context, -ENOMEM when out of memory; done is
+ * not called then and nothing was started.
+ */
+int dmthin_issue_padded_write(struct block_device *bdev, u64 sector,
+			      u64 nr_sects, struct bio *src, u64 offset,
+			      void (*done)(void *ctx, int err), void *ctx)
+{
+	const u64 page_sects = PAGE_SIZE >> SECTOR_SHIFT;
+	u64 src_sects = bio_sectors(src), tail, left;
+	unsigned int vecs;
+	struct bio *parent, *bio;
+	struct bvec_iter iter;
+	struct bio_vec bv;
+
+	if (offset > nr_sects || src_sects > nr_sects - offset ||
+	    bio_integrity(src) || bio_has_crypt_ctx(src))
+		return -EINVAL;
+	tail = nr_sects - offset - src_sects;
+	vecs = DIV_ROUND_UP_ULL(offset, page_sects) +
+	       DIV_ROUND_UP_ULL(tail, page_sects) + bio_segments(src);
+	if (vecs > BIO_MAX_VECS)
+		return -EINVAL;
+	parent = dmthin_completion_parent(done, ctx);
+	if (!parent)
+		return -ENOMEM;
+	bio = bio_alloc(bdev, vecs, REQ_OP_WRITE | (src->bi_opf & REQ_SYNC),
+			GFP_NOIO);
+	bio->bi_iter.bi_sector = sector;
+	bio->bi_ioprio = src->bi_ioprio;
+	bio_clone_blkg_association(bio, src);
+	for (left = offset; left; ) {
+		unsigned int len = min_t(u64, PAGE_SIZE, left << SECTOR_SHIFT);
+
+		__bio_add_page(bio, ZERO_PAGE(0), len, 0);
+		left -= len >> SECTOR_SHIFT;
+	}
+	bio_for_each_segment(bv, src, iter)
+		__bio_add_page(bio, bv.bv_page, bv.bv_len, bv.bv_offset);
+	for (left = tail; left; ) {
+		unsigned int len = min_t(u64, PAGE_SIZE, left << SECTOR_SHIFT);
+
+		__bio_add_page(bio, ZERO_PAGE(0), len, 0);
+		left -= len >> SECTOR_SHIFT;
+	}
+	bio_chain(bio, parent);
+	submit_bio(bio);
 	bio_endio(parent);
 	return 0;
 }

@@ -76,6 +76,16 @@ extern "C" {
         ctx: *mut c_void,
     ) -> c_int;
 
+    pub(crate) fn dmthin_issue_padded_write(
+        bdev: *mut c_void,
+        sector: u64,
+        nr_sects: u64,
+        src: *mut c_void,
+        offset: u64,
+        done: unsafe extern "C" fn(*mut c_void, c_int),
+        ctx: *mut c_void,
+    ) -> c_int;
+
     pub(crate) fn dmthin_dset_create() -> *mut DmthinDset;
     pub(crate) fn dmthin_dset_destroy(d: *mut DmthinDset);
     pub(crate) fn dmthin_dset_inc(d: *mut DmthinDset) -> u64;

@@ -56,6 +56,24 @@ pub struct Validator {
     /// Fills in the checksum and self pointer before the block written to
     /// `location` goes to the device.
     pub prepare: fn(block: &mut Block, location: u64),
+    /// `Some(salt)` when `prepare` does exactly what [`seal_standard`]
+    /// does with that salt (self pointer in bytes 8..16, then the crc32c
+    /// of bytes 4.. XOR salt in bytes 0..4): a block manager may then
+    /// store those two fields itself when the block goes to the device
+    /// (the kernel's does, in dm-bufio's write callback, as upstream),
+    /// instead of calling `prepare` at every write unlock.
+    pub csum_salt: Option<u32>,
+}
+
+/// Offset of the self pointer of a block sealed by [`seal_standard`].
+pub const SEAL_BLOCKNR_OFFSET: usize = 8;
+
+/// The standard seal of upstream's block types: self pointer (LE) in
+/// bytes 8..16, then the salted checksum (LE) in bytes 0..4.
+pub fn seal_standard(block: &mut Block, location: u64, salt: u32) {
+    block[SEAL_BLOCKNR_OFFSET..SEAL_BLOCKNR_OFFSET + 8].copy_from_slice(&location.to_le_bytes());
+    let csum = super::checksum::block_checksum(block, salt);
+    block[..4].copy_from_slice(&csum.to_le_bytes());
 }
 
 impl PartialEq for Validator {

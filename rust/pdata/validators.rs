@@ -127,6 +127,7 @@ pub static BTREE_NODE: Validator = Validator {
     name: "btree_node",
     check: btree_check,
     prepare: btree_prepare,
+    csum_salt: Some(BTREE_CSUM_XOR),
 };
 
 /// Validator of space-map bitmap blocks ("sm_bitmap", XOR 240779).
@@ -134,6 +135,7 @@ pub static SM_BITMAP: Validator = Validator {
     name: "sm_bitmap",
     check: bitmap_check,
     prepare: bitmap_prepare,
+    csum_salt: Some(BITMAP_CSUM_XOR),
 };
 
 /// Validator of the metadata space-map index block ("index", XOR 160478).
@@ -141,4 +143,5 @@ pub static SM_INDEX: Validator = Validator {
     name: "index",
     check: index_check,
     prepare: index_prepare,
+    csum_salt: Some(INDEX_CSUM_XOR),
 };

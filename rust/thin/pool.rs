@@ -64,7 +64,7 @@ use kernel::alloc::{flags::GFP_NOIO, KBox};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-use crate::dm::bdev::{zero_out, Bdev, IoJob};
+use crate::dm::bdev::{padded_write, zero_out, Bdev, IoJob};
 use crate::dm::bio::{
     Bio, BioInfo, BioList, BioQueue, EndIoBio, HookSlot, HookedCompletion, Op, Status,
 };
@@ -88,6 +88,9 @@ use crate::thin::table::{PoolFeatures, RequestedMode};
 /// The most metadata sectors a pool uses (`THIN_METADATA_MAX_SECTORS`):
 /// 255 bitmaps of 16320 blocks of 8 sectors.
 pub(crate) const THIN_METADATA_MAX_SECTORS: u64 = 255 * ((1 << 14) - 64) * 8;
+
+/// The longest a group commit waits for provisions in flight, in ns.
+const GROUP_COMMIT_MAX_NS: u64 = 10_000_000;
 
 /// Commit period of the worker's waker (`COMMIT_PERIOD`), in ms.
 const COMMIT_PERIOD_MS: u32 = 1000;
@@ -172,13 +175,16 @@ struct Provision {
     /// When breaking sharing: the shared-read generation that must have
     /// finished before the mapping changes.
     quiesce: Option<u64>,
-    /// Preparing I/O jobs still running (copy, zeroing of a tail).
+    /// Preparing I/O still running: copy, zeroing or padded-write jobs,
+    /// and a whole-block write that went straight to the new block.
     jobs_left: u32,
     /// No preparing job failed so far.
     jobs_ok: bool,
     /// The preparing I/O finished: whether it succeeded.
     prepared: Option<bool>,
-    /// The whole-block write, back from its I/O, ended after the insert.
+    /// The write whose data went straight to the new block (a whole-block
+    /// write back from its I/O, or a partial one whose data a padded
+    /// write carries), ended after the insert.
     overwrite: Option<Bio>,
 }
 
@@ -197,6 +203,11 @@ struct WorkerState {
     discards: Vec<DiscardOp>,
     /// Discards waiting for provisions or discards of their range.
     discard_waiters: BioList,
+    /// Group commit: since when (ns, monotonic; 0: not) a commit that
+    /// bios wait for is held back for provisions in flight.
+    commit_held_since: u64,
+    /// How long the last commit took (ns): the longest such a hold lasts.
+    last_commit_cost: u64,
 }
 
 /// A discard of a thin's virtual block range in progress (upstream's
@@ -473,6 +484,8 @@ impl Pool {
                     retry: BioList::new(),
                     discards: Vec::new(),
                     discard_waiters: BioList::new(),
+                    commit_held_since: 0,
+                    last_commit_cost: 0,
                 },
                 LockClass::WorkerState,
             )
@@ -1591,6 +1604,12 @@ impl Pool {
         }
         drop(meta);
         let whole = u64::from(bio.size()) == bs << 9;
+        // A partial plain write to a fresh block that needs zeroing:
+        // beyond upstream (which zeroes the whole block, then issues the
+        // write), one write of the whole block carries the bio's data
+        // with zeros around it, and the bio ends after the insert; one
+        // I/O and one worker round trip less per provision.
+        let padded = copy.is_none() && !whole && bio.op() == Op::Write && !bio.is_flush_or_fua();
         // A copy that stops short of the block's end: its tail is zeroed
         // too (when zeroing is on).
         let tail = match copy {
@@ -1644,7 +1663,7 @@ impl Pool {
             data_block: block,
             waiters: BioList::new(),
             quiesce,
-            jobs_left: njobs,
+            jobs_left: njobs + u32::from(whole),
             jobs_ok: true,
             prepared: None,
             overwrite: None,
@@ -1669,13 +1688,37 @@ impl Pool {
             }
             return;
         }
+        let to = self.data_sector(block, 0);
+        let [mut j0, j1] = jobs;
+        if padded {
+            if let Some(mut job) = j0.take() {
+                job.id = id;
+                let (_, offset) = self.block_of(bio.sector());
+                self.jobs_outstanding.fetch_add(1, Ordering::AcqRel);
+                match padded_write(&self.pool_dev, to, bs, &bio, offset, job) {
+                    Ok(()) => {
+                        // The bio is kept (its pages are being written)
+                        // and ended after the insert, as a whole-block
+                        // write is.
+                        p.overwrite = Some(bio);
+                        // Room was reserved above: this cannot fail.
+                        let _ = ws.provisions.try_push(p);
+                        return;
+                    }
+                    Err(job) => {
+                        // It does not fit in one bio (or no memory):
+                        // zero, then write.
+                        self.jobs_outstanding.fetch_sub(1, Ordering::AcqRel);
+                        j0 = Some(job);
+                    }
+                }
+            }
+        }
         // Zero or copy into the new block, then insert the mapping, then
         // issue.
         p.waiters.push(bio);
         // Room was reserved above: this cannot fail.
         let _ = ws.provisions.try_push(p);
-        let to = self.data_sector(block, 0);
-        let [j0, j1] = jobs;
         if let Some(mut job) = j0 {
             job.id = id;
             self.jobs_outstanding.fetch_add(1, Ordering::AcqRel);
@@ -1753,7 +1796,11 @@ impl Pool {
             let id = unsafe { bio.per_bio::<ThinBio>() }.provision;
             match ws.provisions.iter_mut().find(|p| p.id == id) {
                 Some(p) => {
-                    p.prepared = Some(!bio.failed());
+                    p.jobs_left = p.jobs_left.saturating_sub(1);
+                    p.jobs_ok &= !bio.failed();
+                    if p.jobs_left == 0 {
+                        p.prepared = Some(p.jobs_ok);
+                    }
                     p.overwrite = Some(bio);
                 }
                 None => bio.end(Status::IoErr),
@@ -1801,8 +1848,13 @@ impl Pool {
             // it in the data space map until a repair; the pool's used
             // data block count shows it, and ours must count the same).
             if let Some(bio) = overwrite {
-                // The write's own error reaches its submitter.
-                bio.end_as_is();
+                if bio.failed() {
+                    // The write's own error reaches its submitter.
+                    bio.end_as_is();
+                } else {
+                    // Its data went in a padded write, which failed.
+                    bio.end(Status::IoErr);
+                }
             }
             waiters.fail(Status::IoErr);
             return;
@@ -2138,10 +2190,37 @@ impl Pool {
         }
     }
 
+    /// Group commit (beyond upstream, which commits at once): bios wait
+    /// for a commit while provisions are in flight, which finish in
+    /// moments and kick the worker.  The commit waits for them, at most
+    /// as long as the last commit took, so that their new mappings are
+    /// committed with it: a flush that their thins send next finds
+    /// nothing changed and goes straight to the data device instead of
+    /// costing a commit of its own (upstream `bio_triggers_commit`).
+    /// With several thins writing new blocks and syncing, commits are
+    /// shared; a single writer (nothing in flight at its flush) never
+    /// waits.  Returns whether the commit is held.
+    fn hold_commit(&self, ws: &mut WorkerState) -> bool {
+        if ws.flush_waiters.is_empty() && ws.completion_waiters.is_empty() {
+            return false;
+        }
+        if ws.provisions.is_empty() || self.mode() != PoolMode::Write {
+            return false;
+        }
+        let now = now_ns();
+        if ws.commit_held_since == 0 {
+            ws.commit_held_since = now;
+        }
+        now.saturating_sub(ws.commit_held_since) < ws.last_commit_cost
+    }
+
     /// Commits for the bios waiting on it, or because the pool changed
     /// and a commit period passed since the worker's last commit (upstream
     /// `process_deferred_bios`' commit part and `need_commit_due_to_time`).
     fn process_commit(&self, ws: &mut WorkerState) {
+        if self.hold_commit(ws) {
+            return;
+        }
         if ws.flush_waiters.is_empty() && ws.completion_waiters.is_empty() {
             let since = now_ns().saturating_sub(self.last_commit_ns.load(Ordering::Acquire));
             if since < u64::from(COMMIT_PERIOD_MS) * 1_000_000 {
@@ -2153,12 +2232,16 @@ impl Pool {
                 return;
             }
         }
+        let start = now_ns();
         let r = {
             let mut meta = self.meta.write();
             self.commit(&mut meta)
         };
+        let end = now_ns();
+        ws.commit_held_since = 0;
+        ws.last_commit_cost = end.saturating_sub(start).min(GROUP_COMMIT_MAX_NS);
         if r.is_ok() {
-            self.last_commit_ns.store(now_ns(), Ordering::Release);
+            self.last_commit_ns.store(end, Ordering::Release);
         }
         let mut done = core::mem::replace(&mut ws.completion_waiters, BioList::new());
         while let Some(bio) = done.pop() {

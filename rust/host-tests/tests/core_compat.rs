@@ -31,6 +31,7 @@ static SB: Validator = Validator {
     name: "superblock",
     check: sb_check,
     prepare: sb_prepare,
+    csum_salt: None,
 };
 
 /// Mapping values: (data block << 24) | time; counted per leaf.

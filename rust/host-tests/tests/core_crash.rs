@@ -37,6 +37,7 @@ static SB: Validator = Validator {
     name: "superblock",
     check: sb_check,
     prepare: sb_prepare,
+    csum_salt: None,
 };
 
 type Model = BTreeMap<u64, u64>;

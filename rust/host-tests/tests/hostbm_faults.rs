@@ -14,6 +14,7 @@ static V: Validator = Validator {
     name: "stamp",
     check: ok_check,
     prepare: stamp,
+    csum_salt: None,
 };
 
 /// Fills block `b` (in the cache) entirely with `fill`, except the stamp.

@@ -32,6 +32,7 @@ static V: Validator = Validator {
     name: "test",
     check,
     prepare,
+    csum_salt: None,
 };
 
 fn ok_check(_: &Block, _: u64) -> Result<()> {
@@ -43,6 +44,7 @@ static RAW: Validator = Validator {
     name: "raw",
     check: ok_check,
     prepare: no_prepare,
+    csum_salt: None,
 };
 
 /// Writes a block with `fill` at byte 100 and flushes it.

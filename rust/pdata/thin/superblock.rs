@@ -364,6 +364,7 @@ pub static SB_VALIDATOR: Validator = Validator {
     name: "superblock",
     check: sb_check,
     prepare: sb_prepare,
+    csum_salt: Some(SUPERBLOCK_CSUM_XOR),
 };
 
 /// Validator used to read block 0 before knowing whether it is formatted
@@ -372,6 +373,7 @@ pub static RAW_VALIDATOR: Validator = Validator {
     name: "raw",
     check: raw_check,
     prepare: raw_prepare,
+    csum_salt: None,
 };
 
 fn raw_check(_b: &Block, _location: u64) -> Result<()> {

@@ -26,6 +26,7 @@ pub static TEST_SB: Validator = Validator {
     name: "test_sb",
     check: sb_check,
     prepare: sb_prepare,
+    csum_salt: None,
 };
 
 /// Commits: data SM (if any), TM pre-commit, superblock, TM commit.
