@@ -414,7 +414,8 @@ def main():
                f"runtime {p['RUNTIME_MS']} ms (ramp {p['RAMP_MS']} ms), prefilled thin {p['SIZE_MB']} MiB, "
                f"QD{qd}, {multi} thins in multi; guest {p.get('GUEST_CPUS', '?')} vCPU, "
                f"{p.get('GUEST_MEM', '?')}; loop devices on guest tmpfs; seed {p['SEED']}, "
-               f"orders {p['ORDERS']}; commit {p.get('HOST_COMMIT', '?')}")
+               f"orders {p['ORDERS']}; commit {p.get('HOST_COMMIT', '?')}; "
+               f"clock {p.get('CLOCK', 'real')}")
     hdr = f"{'workload':<20} {'unit':<6}" + "".join(f" {st:>22}" for st in STACKS) + \
         f" {'ours/up':>8} {'paired':>7} {'ours/lin':>8} {'up/lin':>8}"
     out.append(hdr)

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# An exact profile of the guest kernel under one workload: which functions
+# execute how many guest instructions.  Boots one guest (1 vCPU) with
+# QEMU's instruction-counting clock and the tbprof plugin
+# (tests/bench/prof/tbprof.c, built here), runs one fio workload on a thin
+# of ours or upstream's pool (tests/bench/prof/guest-prof.sh), then maps
+# the counted addresses to symbols with the guest's /proc/kallsyms.
+# Counts repeat run after run (icount), so two profiles compare exactly.
+#
+# Usage: scripts/profile-guest.sh <ours|upstream> <prov|randread|randwrite|fsync|discard> [seconds] [top]
+#   seconds: guest time of the workload (default 10); top: lines (default 40)
+# Output: /tmp/dm-thin-rs-logs/profile-<stack>-<workload>-<date>/ with
+# tbprof.txt (address, instructions), kallsyms.txt, profile.txt (printed).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$REPO"
+[ $# -ge 2 ] || die "usage: $0 <ours|upstream> <workload> [seconds] [top]"
+STACK=$1 WL=$2 SECS=${3:-10} TOP=${4:-40}
+OUT=/tmp/dm-thin-rs-logs/profile-$STACK-$WL-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT"
+SO="$OUT/tbprof.so"
+gcc -O2 -shared -fPIC -o "$SO" tests/bench/prof/tbprof.c || die "building the plugin"
+[ "$STACK" != ours ] || [ -f "${DMTHIN_KO:-$REPO/dm_thin_rs.ko}" ] || die "module not built: run scripts/build-module.sh"
+export DMTHIN_QEMU_OPTS="${DMTHIN_QEMU_OPTS:+$DMTHIN_QEMU_OPTS }-icount shift=2,sleep=off -plugin $SO,out=$OUT/tbprof.txt"
+qemu/run-guest.sh -q -c 1 -t $((600 + SECS * 20)) -o "$OUT" tests/bench/prof/guest-prof.sh "$STACK" "$WL" "$SECS" \
+    || die "guest run failed (logs in $OUT)"
+[ -s "$OUT/tbprof.txt" ] || die "the plugin wrote no counts"
+python3 - "$OUT" "$TOP" <<'PY' | tee "$OUT/profile.txt"
+import bisect, collections, sys
+out, top = sys.argv[1], int(sys.argv[2])
+syms = []
+for line in open(f"{out}/kallsyms.txt"):
+    p = line.split()
+    if len(p) >= 3 and p[1] in "tTwW":
+        mod = p[3].strip("[]") if len(p) > 3 else "kernel"
+        syms.append((int(p[0], 16), p[2], mod))
+syms.sort()
+addrs = [s[0] for s in syms]
+by_sym, by_mod, total = collections.Counter(), collections.Counter(), 0
+for line in open(f"{out}/tbprof.txt"):
+    a, n = line.split()
+    a, n = int(a, 16), int(n)
+    total += n
+    i = bisect.bisect_right(addrs, a) - 1
+    name, mod = (syms[i][1], syms[i][2]) if i >= 0 and a - syms[i][0] < (1 << 20) else ("?", "?")
+    if a < (1 << 47):
+        name, mod = "(user space)", "user"
+    by_sym[(name, mod)] += n
+    by_mod[mod] += n
+print(f"guest instructions: {total}")
+print("by module:")
+for m, n in by_mod.most_common(12):
+    print(f"  {100 * n / total:6.2f}%  {m}")
+print(f"top {top} functions:")
+for (s, m), n in by_sym.most_common(top):
+    print(f"  {100 * n / total:6.2f}%  {s} [{m}]")
+PY
