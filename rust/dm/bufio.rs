@@ -123,15 +123,17 @@ unsafe extern "C" fn write_callback(b: *mut bindings::dm_buffer) {
             bindings::dm_bufio_get_block_number(b),
         )
     };
-    // SAFETY: `data` is the buffer's 4 KiB block.  Only the seal fields
-    // (bytes 0..4 and 8..16) are written, through raw pointers: no
-    // reference to the block is made here.  Guard holders never read
-    // those fields (only a validator's `check` does, when a block is read
-    // with another validator than it was sealed with: corrupt metadata,
-    // refused either way).  A writer changing the block meanwhile makes
-    // this copy's checksum stale, but its unlock marks the buffer dirty
-    // again, so the block is written again, sealed, before any commit
-    // depends on it (upstream's callback runs under the same terms).
+    // Only the seal fields (bytes 0..4 and 8..16) are written, through
+    // raw pointers: no reference to the block is made here.  Guard holders
+    // never read those fields (only a validator's `check` does, when a
+    // block is read with another validator than it was sealed with:
+    // corrupt metadata, refused either way).  A writer changing the block
+    // meanwhile makes this copy's checksum stale, but its unlock marks the
+    // buffer dirty again, so the block is written again, sealed, before
+    // any commit depends on it (upstream's callback runs under the same
+    // terms).
+    // SAFETY: `data` is the buffer's 4 KiB block (valid while dm-bufio
+    // writes it); the offsets written and read stay inside it.
     unsafe {
         data.add(SEAL_BLOCKNR_OFFSET)
             .cast::<[u8; 8]>()

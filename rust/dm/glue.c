@@ -541,6 +541,17 @@ int dmthin_issue_zeroes(struct block_device *bdev, u64 sector, u64 nr_sects,
 	return 0;
 }
 
+/* Adds zero pages for `sects` sectors to bio (room was allocated). */
+static void dmthin_add_zero_pages(struct bio *bio, u64 sects)
+{
+	while (sects) {
+		unsigned int len = min_t(u64, PAGE_SIZE, sects << SECTOR_SHIFT);
+
+		__bio_add_page(bio, ZERO_PAGE(0), len, 0);
+		sects -= len >> SECTOR_SHIFT;
+	}
+}
+
 /*
  * Writes nr_sects sectors of bdev from sector in ONE bio: zero pages for
  * the first `offset` sectors, then the data of `src` (its pages borrowed,
@@ -555,7 +566,7 @@ int dmthin_issue_padded_write(struct block_device *bdev, u64 sector,
 			      void (*done)(void *ctx, int err), void *ctx)
 {
 	const u64 page_sects = PAGE_SIZE >> SECTOR_SHIFT;
-	u64 src_sects = bio_sectors(src), tail, left;
+	u64 src_sects = bio_sectors(src), tail;
 	unsigned int vecs;
 	struct bio *parent, *bio;
 	struct bvec_iter iter;
@@ -577,20 +588,10 @@ int dmthin_issue_padded_write(struct block_device *bdev, u64 sector,
 	bio->bi_iter.bi_sector = sector;
 	bio->bi_ioprio = src->bi_ioprio;
 	bio_clone_blkg_association(bio, src);
-	for (left = offset; left; ) {
-		unsigned int len = min_t(u64, PAGE_SIZE, left << SECTOR_SHIFT);
-
-		__bio_add_page(bio, ZERO_PAGE(0), len, 0);
-		left -= len >> SECTOR_SHIFT;
-	}
+	dmthin_add_zero_pages(bio, offset);
 	bio_for_each_segment(bv, src, iter)
 		__bio_add_page(bio, bv.bv_page, bv.bv_len, bv.bv_offset);
-	for (left = tail; left; ) {
-		unsigned int len = min_t(u64, PAGE_SIZE, left << SECTOR_SHIFT);
-
-		__bio_add_page(bio, ZERO_PAGE(0), len, 0);
-		left -= len >> SECTOR_SHIFT;
-	}
+	dmthin_add_zero_pages(bio, tail);
 	bio_chain(bio, parent);
 	submit_bio(bio);
 	bio_endio(parent);
