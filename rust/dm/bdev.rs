@@ -10,7 +10,8 @@
 //! the dm-bufio client and every remapped bio use a device the pool owns.
 //!
 //! Also [`IoJob`], the completion of asynchronous work the module starts
-//! (kcopyd jobs, [`Bdev::discard`], [`zero_out`], [`padded_write`]).
+//! (kcopyd jobs, [`Bdev::discard`], [`zero_out`], [`zero_ranges`],
+//! [`padded_write`]).
 
 use kernel::alloc::KBox;
 use kernel::bindings;
@@ -107,6 +108,12 @@ impl Bdev {
         unsafe { bindings::bdev_nr_sectors(self.bdev) }
     }
 
+    /// Whether the device offers REQ_OP_WRITE_ZEROES (its queue limits now).
+    pub(crate) fn write_zeroes(&self) -> bool {
+        // SAFETY: the device is open (type invariant).
+        unsafe { glue::dmthin_bdev_write_zeroes(self.bdev.cast()) }
+    }
+
     /// Whether the device itself is read-only.
     pub(crate) fn read_only(&self) -> bool {
         // SAFETY: the device is open (type invariant).
@@ -201,6 +208,43 @@ pub(crate) fn padded_write<J: IoJob>(
             count,
             src.raw().cast(),
             offset,
+            discard_done::<J>,
+            ctx,
+        )
+    };
+    if r != 0 {
+        // SAFETY: not handed to C: reclaim the box.
+        return Err(unsafe { KBox::from_raw(ctx.cast::<J>()) });
+    }
+    Ok(())
+}
+
+/// Zeroes `ranges` ([first sector, sectors]; empty ones skipped) of
+/// `dev`: with REQ_OP_WRITE_ZEROES if `write_zeroes` and the device offers
+/// it (the ranges may be unmapped below, they read back as zeros), else
+/// with plain writes of the zero page.  `job.done` runs once when all
+/// finished.  The caller keeps the device open until then.  On `Err` (no
+/// memory, too many ranges) nothing was started and the job comes back.
+pub(crate) fn zero_ranges<J: IoJob>(
+    dev: &impl BlockDev,
+    ranges: &[[u64; 2]],
+    write_zeroes: bool,
+    job: KBox<J>,
+) -> core::result::Result<(), KBox<J>> {
+    let Ok(n) = c_uint::try_from(ranges.len()) else {
+        return Err(job);
+    };
+    let ctx = KBox::into_raw(job).cast::<c_void>();
+    // SAFETY: `ranges` is `n` arrays of two u64, read by C as `2n`
+    // consecutive u64s during the call; the device is valid while `dev`
+    // is (`BlockDev`); `ctx` comes back once to `discard_done::<J>` unless
+    // the call fails.
+    let r = unsafe {
+        glue::dmthin_issue_zero_ranges(
+            dev.bdev_ptr().cast(),
+            ranges.as_ptr().cast::<u64>(),
+            n,
+            write_zeroes,
             discard_done::<J>,
             ctx,
         )

@@ -75,6 +75,10 @@ int dmthin_issue_discards(struct block_device *bdev, const u64 *ranges,
 			  void *ctx);
 int dmthin_issue_zeroes(struct block_device *bdev, u64 sector, u64 nr_sects,
 			void (*done)(void *ctx, int err), void *ctx);
+int dmthin_issue_zero_ranges(struct block_device *bdev, const u64 *ranges,
+			     unsigned int n, bool write_zeroes,
+			     void (*done)(void *ctx, int err), void *ctx);
+bool dmthin_bdev_write_zeroes(struct block_device *bdev);
 int dmthin_issue_padded_write(struct block_device *bdev, u64 sector,
 			      u64 nr_sects, struct bio *src, u64 offset,
 			      void (*done)(void *ctx, int err), void *ctx);
@@ -313,14 +317,31 @@ void dmthin_pool_table_unlock(void)
  * moved).  Generations [oldest, current] occupy slots gen % SIZE; every
  * generation older than `oldest` has no I/O left, and when oldest <
  * current, generation `oldest` still has some.
+ *
+ * Beyond upstream (whose every inc and dec takes the set's spinlock),
+ * counting is lock-free: inc adds to the current generation's slot and
+ * looks at `current` again (a barrier that started a new generation
+ * meanwhile sends it to the locked way, so a returned generation was
+ * current, hence not passed, after it was counted), and dec takes the
+ * lock only when it empties a slot while a barrier may wait (`oldest`
+ * behind `current`, or a barrier that could not start a generation):
+ * emptying a slot is the one event that can move `oldest`.  `current`,
+ * `oldest` and `stalled` change under the lock only.  A dec that empties
+ * the current generation's slot and sees no barrier pending, and a
+ * barrier starting a generation meanwhile, each make their change, then
+ * a full barrier, then look at the other's: one of them sees it (the
+ * barrier then does not wait, or the dec takes the lock and reports the
+ * move).
  */
 #define DMTHIN_DSET_SIZE 64
 
 struct dmthin_dset {
 	spinlock_t lock;
-	u64 current_gen;
+	atomic64_t current_gen;
 	u64 oldest;
-	unsigned int count[DMTHIN_DSET_SIZE];
+	/* a barrier waits for the current generation (no slot was free) */
+	bool stalled;
+	atomic_t count[DMTHIN_DSET_SIZE];
 };
 
 struct dmthin_dset *dmthin_dset_create(void)
@@ -337,15 +358,40 @@ void dmthin_dset_destroy(struct dmthin_dset *d)
 	kfree(d);
 }
 
+static atomic_t *dmthin_dset_slot(struct dmthin_dset *d, u64 gen)
+{
+	return &d->count[gen % DMTHIN_DSET_SIZE];
+}
+
+/* Moves `oldest` past emptied generations (lock held); true if it moved. */
+static bool dmthin_dset_advance(struct dmthin_dset *d)
+{
+	u64 cur = atomic64_read(&d->current_gen);
+	bool moved = false;
+
+	while (d->oldest < cur && !atomic_read(dmthin_dset_slot(d, d->oldest))) {
+		d->oldest++;
+		moved = true;
+	}
+	return moved;
+}
+
 /* One more I/O in the current generation, which is returned. */
 u64 dmthin_dset_inc(struct dmthin_dset *d)
 {
+	u64 gen = atomic64_read(&d->current_gen);
 	unsigned long flags;
-	u64 gen;
 
+	atomic_inc(dmthin_dset_slot(d, gen));
+	smp_mb__after_atomic();
+	if (likely(atomic64_read(&d->current_gen) == gen))
+		return gen;
+	/* A barrier started a generation meanwhile: count under the lock. */
 	spin_lock_irqsave(&d->lock, flags);
-	gen = d->current_gen;
-	d->count[gen % DMTHIN_DSET_SIZE]++;
+	atomic_dec(dmthin_dset_slot(d, gen));
+	dmthin_dset_advance(d);
+	gen = atomic64_read(&d->current_gen);
+	atomic_inc(dmthin_dset_slot(d, gen));
 	spin_unlock_irqrestore(&d->lock, flags);
 	return gen;
 }
@@ -353,21 +399,25 @@ u64 dmthin_dset_inc(struct dmthin_dset *d)
 /* An I/O of generation `gen` finished; true if the oldest generation moved. */
 bool dmthin_dset_dec(struct dmthin_dset *d, u64 gen)
 {
+	atomic_t *c = dmthin_dset_slot(d, gen);
 	unsigned long flags;
-	bool moved = false;
-	unsigned int *c;
+	bool moved;
+	int left = atomic_dec_if_positive(c);
 
+	if (WARN_ON_ONCE(left < 0) || left > 0)
+		return false;
+	smp_mb();
+	if (atomic64_read(&d->current_gen) == READ_ONCE(d->oldest) &&
+	    !READ_ONCE(d->stalled))
+		return false;
 	spin_lock_irqsave(&d->lock, flags);
-	c = &d->count[gen % DMTHIN_DSET_SIZE];
-	if (!WARN_ON_ONCE(*c == 0))
-		(*c)--;
-	while (d->oldest < d->current_gen &&
-	       d->count[d->oldest % DMTHIN_DSET_SIZE] == 0) {
-		d->oldest++;
+	moved = dmthin_dset_advance(d);
+	/* A barrier that could not start a generation waits for this one. */
+	if (d->oldest == atomic64_read(&d->current_gen) && gen == d->oldest &&
+	    !atomic_read(c)) {
 		moved = true;
+		WRITE_ONCE(d->stalled, false);
 	}
-	if (d->oldest == d->current_gen && *c == 0 && gen == d->oldest)
-		moved = true;
 	spin_unlock_irqrestore(&d->lock, flags);
 	return moved;
 }
@@ -383,15 +433,25 @@ bool dmthin_dset_barrier(struct dmthin_dset *d, u64 *gen)
 {
 	unsigned long flags;
 	bool wait = true;
+	u64 cur;
 
 	spin_lock_irqsave(&d->lock, flags);
-	if (d->oldest == d->current_gen &&
-	    d->count[d->current_gen % DMTHIN_DSET_SIZE] == 0) {
+	dmthin_dset_advance(d);
+	cur = atomic64_read(&d->current_gen);
+	if (d->oldest == cur && !atomic_read(dmthin_dset_slot(d, cur))) {
 		wait = false;
 	} else {
-		*gen = d->current_gen;
-		if (d->current_gen + 1 - d->oldest < DMTHIN_DSET_SIZE)
-			d->current_gen++;
+		*gen = cur;
+		if (cur + 1 - d->oldest < DMTHIN_DSET_SIZE) {
+			atomic64_set(&d->current_gen, cur + 1);
+			/* a dec that emptied `cur` without the lock */
+			smp_mb();
+			dmthin_dset_advance(d);
+			if (d->oldest > cur)
+				wait = false;
+		} else {
+			WRITE_ONCE(d->stalled, true);
+		}
 	}
 	spin_unlock_irqrestore(&d->lock, flags);
 	return wait;
@@ -404,8 +464,9 @@ bool dmthin_dset_passed(struct dmthin_dset *d, u64 gen)
 	bool passed;
 
 	spin_lock_irqsave(&d->lock, flags);
+	dmthin_dset_advance(d);
 	passed = d->oldest > gen ||
-		 (d->oldest == gen && d->count[gen % DMTHIN_DSET_SIZE] == 0);
+		 (d->oldest == gen && !atomic_read(dmthin_dset_slot(d, gen)));
 	spin_unlock_irqrestore(&d->lock, flags);
 	return passed;
 }
@@ -497,20 +558,14 @@ unsigned int dmthin_no_space_timeout(void)
 
 /*
  * Writes zeros to nr_sects sectors of bdev from sector with the shared
- * zero page (plain writes, as blk-lib's zero-page fallback does; never
- * REQ_OP_WRITE_ZEROES) and calls done(ctx, err) once when every write
- * finished (the first error, or 0).  Returns -ENOMEM without calling done
- * when nothing could be started.
+ * zero page (plain writes, as blk-lib's zero-page fallback does), the
+ * bios chained to parent (submitted here, under the caller's plug).
  */
-int dmthin_issue_zeroes(struct block_device *bdev, u64 sector, u64 nr_sects,
-			void (*done)(void *ctx, int err), void *ctx)
+static void dmthin_chain_zero_pages(struct block_device *bdev, u64 sector,
+				    u64 nr_sects, struct bio *parent)
 {
-	struct bio *parent = dmthin_completion_parent(done, ctx), *prev = NULL;
-	struct blk_plug plug;
+	struct bio *prev = NULL;
 
-	if (!parent)
-		return -ENOMEM;
-	blk_start_plug(&plug);
 	while (nr_sects) {
 		u64 pages = DIV_ROUND_UP_ULL(nr_sects, PAGE_SIZE >> SECTOR_SHIFT);
 		struct bio *bio = bio_alloc(bdev, min_t(u64, pages, BIO_MAX_VECS),
@@ -536,7 +591,75 @@ int dmthin_issue_zeroes(struct block_device *bdev, u64 sector, u64 nr_sects,
 		bio_chain(prev, parent);
 		submit_bio(prev);
 	}
+}
+
+/*
+ * Writes zeros to nr_sects sectors of bdev from sector with the shared
+ * zero page (never REQ_OP_WRITE_ZEROES) and calls done(ctx, err) once
+ * when every write finished (the first error, or 0).  Returns -ENOMEM
+ * without calling done when nothing could be started.
+ */
+int dmthin_issue_zeroes(struct block_device *bdev, u64 sector, u64 nr_sects,
+			void (*done)(void *ctx, int err), void *ctx)
+{
+	struct bio *parent = dmthin_completion_parent(done, ctx);
+	struct blk_plug plug;
+
+	if (!parent)
+		return -ENOMEM;
+	blk_start_plug(&plug);
+	dmthin_chain_zero_pages(bdev, sector, nr_sects, parent);
 	blk_finish_plug(&plug);
+	bio_endio(parent);
+	return 0;
+}
+
+/* Whether bdev offers REQ_OP_WRITE_ZEROES now (an inline in blkdev.h). */
+bool dmthin_bdev_write_zeroes(struct block_device *bdev)
+{
+	return bdev_write_zeroes_sectors(bdev) != 0;
+}
+
+/*
+ * Zeroes n ranges of bdev (ranges[2i] = first sector, ranges[2i + 1] =
+ * sectors; empty ones skipped) and calls done(ctx, err) once when all
+ * finished (the first error, or 0).  With write_zeroes and a device that
+ * offers it, with REQ_OP_WRITE_ZEROES (unmapping allowed: the ranges only
+ * have to read back as zeros); otherwise with plain writes of the zero
+ * page.  Returns -ENOMEM without calling done when nothing could be
+ * started.
+ */
+int dmthin_issue_zero_ranges(struct block_device *bdev, const u64 *ranges,
+			     unsigned int n, bool write_zeroes,
+			     void (*done)(void *ctx, int err), void *ctx)
+{
+	struct bio *parent = dmthin_completion_parent(done, ctx), *bio = NULL;
+	struct blk_plug plug;
+	unsigned int i;
+	int r = 0;
+
+	if (!parent)
+		return -ENOMEM;
+	write_zeroes = write_zeroes && bdev_write_zeroes_sectors(bdev);
+	blk_start_plug(&plug);
+	for (i = 0; i < n && !r; i++) {
+		if (!ranges[2 * i + 1])
+			continue;
+		if (write_zeroes)
+			r = __blkdev_issue_zeroout(bdev, ranges[2 * i],
+						   ranges[2 * i + 1], GFP_NOIO,
+						   &bio, BLKDEV_ZERO_NOFALLBACK);
+		else
+			dmthin_chain_zero_pages(bdev, ranges[2 * i],
+						ranges[2 * i + 1], parent);
+	}
+	if (bio) {
+		bio_chain(bio, parent);
+		submit_bio(bio);
+	}
+	blk_finish_plug(&plug);
+	if (r && !parent->bi_status)
+		parent->bi_status = errno_to_blk_status(r);
 	bio_endio(parent);
 	return 0;
 }

@@ -76,6 +76,17 @@ extern "C" {
         ctx: *mut c_void,
     ) -> c_int;
 
+    pub(crate) fn dmthin_bdev_write_zeroes(bdev: *mut c_void) -> bool;
+
+    pub(crate) fn dmthin_issue_zero_ranges(
+        bdev: *mut c_void,
+        ranges: *const u64,
+        n: c_uint,
+        write_zeroes: bool,
+        done: unsafe extern "C" fn(*mut c_void, c_int),
+        ctx: *mut c_void,
+    ) -> c_int;
+
     pub(crate) fn dmthin_issue_padded_write(
         bdev: *mut c_void,
         sector: u64,

@@ -7,11 +7,12 @@
 //! `dm_thin_pool_table.mutex`).  Both are C objects from `glue.c`; each
 //! semaphore gets the lockdep class of its role ([`LockClass`]), so
 //! nesting semaphores of different roles in their documented order is not
-//! mistaken for recursion.  Also [`sleep_ms`], to step aside after
+//! mistaken for recursion.  Also [`sleep_us`], to step aside after
 //! releasing a lock.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::bindings;
 use kernel::error::{code::ENOMEM, Result};
@@ -48,6 +49,10 @@ pub(crate) enum LockClass {
 pub(crate) struct RwSem<T> {
     sem: *mut bindings::rw_semaphore,
     data: UnsafeCell<T>,
+    /// The write generation: bumped each time write access is handed out,
+    /// before the writer can change anything, so a value read in one
+    /// generation is still the value while the generation is unchanged.
+    writes: AtomicU64,
 }
 
 // SAFETY: the semaphore serialises access; `T: Send` moves with it.
@@ -69,6 +74,7 @@ impl<T> RwSem<T> {
         Ok(RwSem {
             sem,
             data: UnsafeCell::new(data),
+            writes: AtomicU64::new(0),
         })
     }
 
@@ -93,12 +99,39 @@ impl<T> RwSem<T> {
     pub(crate) fn write(&self) -> WriteGuard<'_, T> {
         // SAFETY: `sem` is live.
         unsafe { glue::dmthin_down_write(self.sem) };
+        // Sequentially consistent: a lock-free reader that counted itself
+        // somewhere and then still sees the old generation did so before
+        // this writer's changes (`MapCache`, `ThinTarget::map`).
+        self.writes.fetch_add(1, Ordering::SeqCst);
         WriteGuard { lock: self }
+    }
+
+    /// Exclusive access that does not start a new write generation: for
+    /// work that changes nothing a reader of the current generation
+    /// relies on, or that starts one itself (`bump_generation`) before
+    /// such a change.
+    pub(crate) fn write_keeping_generation(&self) -> WriteGuard<'_, T> {
+        // SAFETY: `sem` is live.
+        unsafe { glue::dmthin_down_write(self.sem) };
+        WriteGuard { lock: self }
+    }
+
+    /// Starts a new write generation (by a holder of a write guard from
+    /// `write_keeping_generation`, before the change that needs it).
+    pub(crate) fn bump_generation(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Exclusive access through `&mut self` (no locking needed).
     pub(crate) fn get_mut(&mut self) -> &mut T {
+        *self.writes.get_mut() += 1;
         self.data.get_mut()
+    }
+
+    /// The current write generation (see `writes`), read without the
+    /// semaphore.
+    pub(crate) fn generation(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
     }
 }
 
@@ -120,6 +153,13 @@ impl<T> Deref for ReadGuard<'_, T> {
         // SAFETY: the semaphore is held for reading (type invariant of
         // `RwSem`: no writer meanwhile).
         unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> ReadGuard<'_, T> {
+    /// The write generation, stable while this guard is held.
+    pub(crate) fn generation(&self) -> u64 {
+        self.lock.writes.load(Ordering::Relaxed)
     }
 }
 
@@ -187,11 +227,14 @@ impl<T> PoolTableCell<T> {
     }
 }
 
-/// Sleeps for at least `ms` milliseconds (`msleep`), letting the tasks
-/// waiting for a lock the caller just released take it.  Process context,
-/// no spinlock held.
-pub(crate) fn sleep_ms(ms: u32) {
-    // SAFETY: `msleep` may be called from any sleepable context; callers
-    // are (documented above).
-    unsafe { bindings::msleep(ms) };
+/// Sleeps for `min_us` to `max_us` microseconds (`usleep_range`, on an
+/// hrtimer: `msleep(1)` would round up to a jiffy or more), letting the
+/// tasks waiting for a lock the caller just released take it.  Process
+/// context, no spinlock held.
+pub(crate) fn sleep_us(min_us: u16, max_us: u16) {
+    // SAFETY: `usleep_range_state` may be called from any sleepable
+    // context; callers are (documented above).
+    unsafe {
+        bindings::usleep_range_state(min_us.into(), max_us.into(), bindings::TASK_UNINTERRUPTIBLE)
+    };
 }

@@ -103,14 +103,6 @@ impl TargetCtx<'_> {
         MdRef { md }
     }
 
-    /// Bios never cross a multiple of `sectors` (`dm_set_target_max_io_len`).
-    pub(crate) fn set_max_io_len(&mut self, sectors: u32) -> Result {
-        // SAFETY: `ti` is valid during the constructor.
-        kernel::error::to_result(unsafe {
-            bindings::dm_set_target_max_io_len(self.ti, u64::from(sectors))
-        })
-    }
-
     /// `ti->num_flush_bios` and `flush_supported`.
     pub(crate) fn set_flush_bios(&mut self, n: u32, supported: bool) {
         // SAFETY: `ti` is valid and ours during the constructor.

@@ -83,6 +83,26 @@ impl<T> Vec<T> {
         }
     }
 
+    /// Removes and returns the element at `index`, if any, moving the last
+    /// element into its place (order not kept; O(1)).
+    pub fn swap_remove(&mut self, index: usize) -> Option<T> {
+        let len = self.0.len();
+        if index >= len {
+            return None;
+        }
+        let p = self.0.as_mut_ptr();
+        // SAFETY: `index < len`: the element is read out exactly once, the
+        // last element (possibly the same slot) is moved into its place,
+        // and `len` shrinks by one so the stale last slot is no longer
+        // considered initialised.
+        unsafe {
+            let x = p.add(index).read();
+            core::ptr::copy(p.add(len - 1), p.add(index), 1);
+            self.0.set_len(len - 1);
+            Some(x)
+        }
+    }
+
     /// Removes and returns the last element.
     pub fn pop(&mut self) -> Option<T> {
         let len = self.0.len();

@@ -32,3 +32,7 @@ pub mod message;
 /// The pool mode state machine (pure, shared with the module).
 #[path = "../thin/mode.rs"]
 pub mod mode;
+
+/// The pool's lock-free mapping cache (pure, shared with the module).
+#[path = "../thin/map_cache.rs"]
+pub mod map_cache;

@@ -3,9 +3,11 @@
 //! The two targets: `thin-pool` ([`pool_target`]) and `thin`
 //! ([`thin_target`]), the pool object they share ([`pool`]) and the global
 //! table that finds it ([`registry`]), plus the pure code shared with the
-//! host tests: table lines ([`table`]), pool messages ([`message`]) and
-//! the pool mode state machine ([`mode`]).
+//! host tests: table lines ([`table`]), pool messages ([`message`]), the
+//! pool mode state machine ([`mode`]) and the lock-free mapping cache
+//! ([`map_cache`]).
 
+pub mod map_cache;
 pub mod message;
 pub mod mode;
 pub(crate) mod pool;

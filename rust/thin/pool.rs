@@ -60,11 +60,14 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
-use kernel::alloc::{flags::GFP_NOIO, KBox};
+use kernel::alloc::{
+    flags::{GFP_KERNEL, GFP_NOIO},
+    KBox, KVVec,
+};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-use crate::dm::bdev::{padded_write, zero_out, Bdev, IoJob};
+use crate::dm::bdev::{padded_write, zero_out, zero_ranges, Bdev, IoJob};
 use crate::dm::bio::{
     Bio, BioInfo, BioList, BioQueue, EndIoBio, HookSlot, HookedCompletion, Op, Status,
 };
@@ -73,7 +76,7 @@ use crate::dm::dev::MappedDevice;
 use crate::dm::dset::DeferredSet;
 use crate::dm::kcopyd::Kcopyd;
 use crate::dm::log::{self, Level};
-use crate::dm::sync::{sleep_ms, LockClass, RwSem, WriteGuard};
+use crate::dm::sync::{sleep_us, LockClass, RwSem, WriteGuard};
 use crate::dm::target::{MdDisk, MdRef, TargetHandle};
 use crate::dm::worker::{Worker, WorkerOps};
 use crate::env::Vec;
@@ -81,6 +84,7 @@ use crate::pdata::block_manager::{BlockManager, BLOCK_SECTORS};
 use crate::pdata::error::{Error as PdError, Result as PdResult};
 use crate::pdata::thin::committed::{CommitHook, Roots};
 use crate::pdata::thin::metadata::{OpenOptions, PoolMetadata, ThinDevice};
+use crate::thin::map_cache::{CachedMapping, MapCache, Slot};
 pub(crate) use crate::thin::mode::PoolMode;
 use crate::thin::mode::{self, Unserviceable};
 use crate::thin::table::{PoolFeatures, RequestedMode};
@@ -149,6 +153,20 @@ impl MetaState {
     }
 }
 
+/// Slots of a pool's mapping cache: 8192 (256 KiB) cover the blocks of a
+/// 512 MiB thin at 64 KiB without a collision.
+const MAP_CACHE_SLOTS: usize = 8192;
+
+/// The mapping cache's slots, or none if the memory cannot be had (the
+/// cache is only a shortcut).
+fn new_map_cache() -> Option<MapCache<KVVec<Slot>>> {
+    let mut v = KVVec::with_capacity(MAP_CACHE_SLOTS, GFP_KERNEL).ok()?;
+    for _ in 0..MAP_CACHE_SLOTS {
+        v.push(Slot::new(), GFP_KERNEL).ok()?;
+    }
+    MapCache::new(v)
+}
+
 /// The bound pool target (upstream `pool->ti` and the features bound from
 /// its table at preresume).
 struct Bound {
@@ -186,6 +204,11 @@ struct Provision {
     /// write back from its I/O, or a partial one whose data a padded
     /// write carries), ended after the insert.
     overwrite: Option<Bio>,
+    /// The new block is being zeroed with WRITE_ZEROES around these
+    /// sectors (offset in the block, count; `(0, 0)`: all of it), which
+    /// the bio writes itself: if that fails, the zeroing is done again
+    /// with zero pages.
+    zero_hole: Option<(u64, u64)>,
 }
 
 /// The worker's own state.
@@ -340,6 +363,10 @@ pub(crate) struct Pool {
     block_shift: Option<u32>,
     /// Metadata and open thins.
     pub(crate) meta: RwSem<MetaState>,
+    /// Recent lookups of `map`, valid while `meta`'s write generation is
+    /// unchanged (none if its memory could not be had: `map` then always
+    /// takes `meta`).
+    pub(crate) map_cache: Option<MapCache<KVVec<Slot>>>,
     ws: RwSem<WorkerState>,
     bound: RwSem<Bound>,
     /// Finished kcopyd jobs (zeroing, copying): provision id, success.
@@ -384,6 +411,11 @@ pub(crate) struct Pool {
     low_water_triggered: AtomicBool,
     low_water_blocks: AtomicU64,
     zero_new_blocks: AtomicBool,
+    /// New blocks are zeroed with REQ_OP_WRITE_ZEROES on the data device
+    /// where it offers that (beyond upstream, which writes zero pages);
+    /// cleared for good the first time such a zeroing fails, which is
+    /// then done again with zero pages.
+    zero_with_write_zeroes: AtomicBool,
     error_if_no_space: AtomicBool,
     /// Key of the pool target the pool was last bound to.
     bound_key: AtomicU64,
@@ -502,6 +534,7 @@ impl Pool {
             .map_err(alloc_fail)?,
             jobs_done: RwSem::new(Vec::new(), LockClass::JobsDone).map_err(alloc_fail)?,
             jobs_outstanding: AtomicU64::new(0),
+            map_cache: new_map_cache(),
             shared_reads: DeferredSet::new().map_err(alloc_fail)?,
             quiescing: AtomicU64::new(0),
             all_io: DeferredSet::new().map_err(alloc_fail)?,
@@ -520,6 +553,7 @@ impl Pool {
             low_water_triggered: AtomicBool::new(false),
             low_water_blocks: AtomicU64::new(0),
             zero_new_blocks: AtomicBool::new(true),
+            zero_with_write_zeroes: AtomicBool::new(true),
             error_if_no_space: AtomicBool::new(false),
             bound_key: AtomicU64::new(0),
         };
@@ -704,8 +738,33 @@ impl Pool {
         }
     }
 
+    /// `meta` for work that changes no mapping `map` may have cached, or
+    /// only inserts (finished provisions: an unshared mapping never
+    /// changes within a write generation, so the cached ones stay true;
+    /// removals, snapshots and deletes take `meta.write()`, which retires
+    /// them): the worker's provisions, commits and the freeing of
+    /// unmapped blocks.  An abort starts a new generation itself.
+    fn meta_write_keeping_cache(&self) -> WriteGuard<'_, MetaState> {
+        self.meta.write_keeping_generation()
+    }
+
+    /// Records in the mapping cache that `vblock` of thin `dev_id` now
+    /// maps to the new, unshared data block `block` (with `meta` held for
+    /// writing), so that `map` finds it without the btree.
+    fn cache_new_mapping(&self, dev_id: u64, vblock: u64, block: u64) {
+        if let Some(cache) = &self.map_cache {
+            let m = CachedMapping {
+                block,
+                shared: false,
+            };
+            cache.put(dev_id, vblock, self.meta.generation(), m);
+        }
+    }
+
     /// Upstream `abort_transaction`.
     fn abort_transaction(&self, meta: &mut MetaState) {
+        // Mappings made since the last commit go: no cached one survives.
+        self.meta.bump_generation();
         log::print(
             Level::Err,
             c"thin",
@@ -1507,7 +1566,7 @@ impl Pool {
                 Err(e) => return (meta, Err(e)),
             }
             drop(meta);
-            sleep_ms(1);
+            sleep_us(100, 200);
             meta = self.meta.write();
         }
     }
@@ -1558,7 +1617,7 @@ impl Pool {
             Source::Shared(b) => Some(b),
             _ => None,
         };
-        let mut meta = self.meta.write();
+        let mut meta = self.meta_write_keeping_cache();
         let block = match self.alloc_data_block(&mut meta) {
             Ok(b) => b,
             Err(PdError::NoSpace) => {
@@ -1594,6 +1653,7 @@ impl Pool {
                 bio.end(Status::IoErr);
                 return;
             }
+            self.cache_new_mapping(dev_id, vblock, block);
             let mut bio = bio;
             self.remap(&mut bio, block);
             match meta.thin(dev_id) {
@@ -1667,6 +1727,7 @@ impl Pool {
             jobs_ok: true,
             prepared: None,
             overwrite: None,
+            zero_hole: None,
         };
         if whole {
             // The write covers the whole block: no zeroing or copying; the
@@ -1690,6 +1751,44 @@ impl Pool {
         }
         let to = self.data_sector(block, 0);
         let [mut j0, j1] = jobs;
+        let write_zeroes =
+            self.zero_with_write_zeroes.load(Ordering::Acquire) && self.data.write_zeroes();
+        if padded && write_zeroes {
+            // Beyond upstream: the bio goes straight to the new block and
+            // the rest of the block is zeroed beside it with WRITE_ZEROES
+            // (nothing written where the device can unmap instead); the
+            // mapping is inserted when both are done.
+            if let Some(mut job) = j0.take() {
+                job.id = id;
+                let (_, offset) = self.block_of(bio.sector());
+                let len = u64::from(bio.size()) >> 9;
+                let end = offset.saturating_add(len).min(bs);
+                let ranges = [[to, offset], [to.saturating_add(end), bs - end]];
+                self.jobs_outstanding.fetch_add(1, Ordering::AcqRel);
+                match zero_ranges(&*self.data, &ranges, true, job) {
+                    Ok(()) => {
+                        p.zero_hole = Some((offset, end - offset));
+                        // The zeroing and the write itself.
+                        p.jobs_left = 2;
+                        // Room was reserved above: this cannot fail.
+                        let _ = ws.provisions.try_push(p);
+                        let mut bio = bio;
+                        self.remap(&mut bio, block);
+                        // SAFETY: as for a whole-block write above.
+                        unsafe {
+                            let pb = bio.per_bio_ptr::<ThinBio>();
+                            (*pb).provision = id;
+                            bio.submit_hooked(core::ptr::addr_of_mut!((*pb).hook), self);
+                        }
+                        return;
+                    }
+                    Err(job) => {
+                        self.jobs_outstanding.fetch_sub(1, Ordering::AcqRel);
+                        j0 = Some(job);
+                    }
+                }
+            }
+        }
         if padded {
             if let Some(mut job) = j0.take() {
                 job.id = id;
@@ -1730,6 +1829,12 @@ impl Pool {
                 Some((CopyFrom::Origin(dev), from, len)) => {
                     self.kcopyd.copy(dev, from, &self.pool_dev, to, len, job)
                 }
+                None if write_zeroes => {
+                    if let Some(p) = ws.provisions.iter_mut().find(|p| p.id == id) {
+                        p.zero_hole = Some((0, 0));
+                    }
+                    self.start_zero_ranges(&[[to, bs]], true, job);
+                }
                 None => self.start_zero(to, bs, job),
             }
         }
@@ -1752,6 +1857,55 @@ impl Pool {
         }
     }
 
+    /// Zeroes `ranges` of the data device for a provision (`job`, counted
+    /// in `jobs_outstanding`, its result's room reserved), with
+    /// WRITE_ZEROES if `write_zeroes` and the device offers it; a zeroing
+    /// that cannot start is recorded as failed.
+    fn start_zero_ranges(&self, ranges: &[[u64; 2]], write_zeroes: bool, job: KBox<PrepareJob>) {
+        let id = job.id;
+        if zero_ranges(&*self.data, ranges, write_zeroes, job).is_err() {
+            // Room was reserved by `reserve_job_results`.
+            let _ = self.jobs_done.write().try_push((id, false));
+            self.worker.kick();
+        }
+    }
+
+    /// A provision's WRITE_ZEROES zeroing failed: zeroing goes back to
+    /// zero pages for good (logged once), and this block is zeroed again
+    /// that way around the sectors its bio writes.  False if that could
+    /// not even start (the provision fails).
+    fn retry_zeroing(&self, p: &mut Provision, hole: (u64, u64)) -> bool {
+        if self.zero_with_write_zeroes.swap(false, Ordering::AcqRel) {
+            log::print(
+                Level::Warn,
+                c"thin",
+                format_args!(
+                    "zeroing a new block with WRITE_ZEROES failed: zeroing with writes from now on"
+                ),
+            );
+        }
+        if !self.reserve_job_results(1) {
+            return false;
+        }
+        let Ok(job) = KBox::new(
+            PrepareJob {
+                pool: self,
+                id: p.id,
+            },
+            GFP_NOIO,
+        ) else {
+            return false;
+        };
+        let bs = u64::from(self.block_size);
+        let to = self.data_sector(p.data_block, 0);
+        let (off, len) = hole;
+        let end = off.saturating_add(len).min(bs);
+        p.jobs_left = p.jobs_left.saturating_add(1);
+        self.jobs_outstanding.fetch_add(1, Ordering::AcqRel);
+        self.start_zero_ranges(&[[to, off], [to.saturating_add(end), bs - end]], false, job);
+        true
+    }
+
     /// Makes room in `jobs_done` for the results of every job in flight
     /// plus `n` more, so that a job's completion never allocates.
     fn reserve_job_results(&self, n: usize) -> bool {
@@ -1766,7 +1920,7 @@ impl Pool {
 
     /// Gives back a data block allocated for a provision that failed.
     fn release_block(&self, block: u64) {
-        let mut meta = self.meta.write();
+        let mut meta = self.meta_write_keeping_cache();
         let r = meta.pmd.dec_data_range(block, block.saturating_add(1));
         self.metadata_low_check(&mut meta);
         if let Err(e) = r {
@@ -1782,6 +1936,11 @@ impl Pool {
             self.jobs_outstanding.fetch_sub(1, Ordering::AcqRel);
             if let Some(p) = ws.provisions.iter_mut().find(|p| p.id == id) {
                 p.jobs_left = p.jobs_left.saturating_sub(1);
+                if let (false, Some(hole)) = (ok, p.zero_hole.take()) {
+                    if self.retry_zeroing(p, hole) {
+                        continue;
+                    }
+                }
                 p.jobs_ok &= ok;
                 if p.jobs_left == 0 {
                     p.prepared = Some(p.jobs_ok);
@@ -1820,7 +1979,9 @@ impl Pool {
                 i += 1;
                 continue;
             }
-            let Some(p) = ws.provisions.remove(i) else {
+            // The last provision takes its place and is looked at next
+            // (the order does not matter: each has its own cell).
+            let Some(p) = ws.provisions.swap_remove(i) else {
                 break;
             };
             if p.quiesce.is_some() {
@@ -1859,7 +2020,7 @@ impl Pool {
             waiters.fail(Status::IoErr);
             return;
         }
-        let mut meta = self.meta.write();
+        let mut meta = self.meta_write_keeping_cache();
         if self.mode() >= PoolMode::OutOfMetadataSpace {
             drop(meta);
             if let Some(bio) = overwrite {
@@ -1879,6 +2040,7 @@ impl Pool {
             waiters.fail(Status::IoErr);
             return;
         }
+        self.cache_new_mapping(dev_id, vblock, data_block);
         if let Some(bio) = overwrite {
             match meta.thin(dev_id) {
                 Some(td) if bio.is_flush_or_fua() && meta.pmd.thin_changed(td) => {
@@ -2169,7 +2331,7 @@ impl Pool {
     fn finish_discard(&self, ws: &mut WorkerState, d: DiscardOp) {
         let mut failed = d.failed;
         if self.mode() < PoolMode::OutOfMetadataSpace {
-            let mut meta = self.meta.write();
+            let mut meta = self.meta_write_keeping_cache();
             for &[db, len, _] in d.runs.iter() {
                 let r = meta.pmd.dec_data_range(db, db.saturating_add(len));
                 self.metadata_low_check(&mut meta);
@@ -2234,7 +2396,7 @@ impl Pool {
         }
         let start = now_ns();
         let r = {
-            let mut meta = self.meta.write();
+            let mut meta = self.meta_write_keeping_cache();
             self.commit(&mut meta)
         };
         let end = now_ns();

@@ -328,7 +328,9 @@ impl PoolTarget {
         if pool.mode() == PoolMode::Fail {
             return out.write_str("Fail");
         }
-        let mut meta = pool.meta.write();
+        // A commit and reads change no mapping (a failed commit aborts,
+        // which retires the mapping cache itself).
+        let mut meta = pool.meta.write_keeping_generation();
         if flags & DM_STATUS_NOFLUSH_FLAG == 0 && !self.ti.suspended() {
             let _ = pool.commit(&mut meta);
         }

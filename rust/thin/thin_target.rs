@@ -17,8 +17,8 @@
 //! origin.
 
 use core::ffi::CStr;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use kernel::alloc::KBox;
+use core::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use kernel::alloc::{KBox, KVVec};
 
 use kernel::prelude::*;
 
@@ -37,6 +37,7 @@ use crate::dm::target::{
 /// (the thin's `max_hw_discard_sectors` is this many blocks).
 const BIO_PRISON_MAX_RANGE: u32 = 1024;
 use crate::pdata::error::Error as PdError;
+use crate::thin::map_cache::{CachedMapping, MapCache, Slot};
 use crate::thin::table;
 
 /// A `thin` table (upstream's `struct thin_c`).
@@ -121,8 +122,10 @@ impl Target for ThinTarget {
             active: false,
             requeue: AtomicBool::new(false),
         };
-        ti.set_max_io_len(thin.pool.block_size)
-            .map_err(|e| CtrError::new(c"Invalid max_io_len", e))?;
+        // Beyond upstream, no `max_io_len` of one block: `map` remaps a
+        // bio over several blocks whole when the mapping cache shows them
+        // mapped to consecutive data blocks, and otherwise keeps only the
+        // first block's part (dm core sends the rest as another bio).
         ti.set_flush_bios(1, true);
         ti.set_per_io_data_size(THIN_BIO_SIZE);
         // In case the pool supports discards, pass them on.
@@ -189,12 +192,40 @@ impl Target for ThinTarget {
             pool.defer(bio);
             return mapped;
         }
-        if bio.is_flush_or_fua() || !matches!(op, Op::Read | Op::Write) {
+        let (vblock, offset) = pool.block_of(bio.sector());
+        let bs = u64::from(pool.block_size);
+        let sectors = u64::from(bio.size()) >> 9;
+        // Blocks the bio spans (at least one; more only for reads and
+        // writes, which dm core no longer splits at block boundaries).
+        let blocks = offset.saturating_add(sectors).saturating_add(bs - 1) / bs;
+        let fast = matches!(op, Op::Read | Op::Write) && !bio.is_flush_or_fua();
+        // Beyond upstream: mappings looked up before, in the metadata's
+        // current write generation, without taking `meta` (see
+        // `map_cache`); a bio over several blocks mapped to consecutive
+        // data blocks goes down whole.  Counted first, then the generation
+        // looked at again: unchanged, no change to the metadata began
+        // before the count, so a discard unmapping a block later waits
+        // for this bio as if it had been counted under `meta`.  Changed,
+        // the bio takes the locked way below (counting is once per bio).
+        if let (true, Some(cache)) = (fast, &pool.map_cache) {
+            let generation = pool.meta.generation();
+            if let Some(block) = cached_run(cache, self.dev_id, vblock, blocks, generation) {
+                pool.count_io(&bio);
+                fence(Ordering::SeqCst);
+                if pool.meta.generation() == generation {
+                    return bio.remap_to(&pool.data, pool.data_sector(block, offset));
+                }
+            }
+        }
+        if blocks > 1 && matches!(op, Op::Read | Op::Write) {
+            // The first block's part only (upstream's `max_io_len`).
+            bio.accept_partial(u32::try_from(bs - offset).unwrap_or(u32::MAX));
+        }
+        if !fast {
             let (bio, mapped) = bio.defer();
             pool.defer(bio);
             return mapped;
         }
-        let (vblock, offset) = pool.block_of(bio.sector());
         let meta = pool.meta.try_read();
         let found = match &meta {
             Some(meta) => match meta.thin(self.dev_id) {
@@ -208,6 +239,13 @@ impl Target for ThinTarget {
                 // Counted while `meta` is held: a discard unmapping the
                 // block later waits for this bio.
                 pool.count_io(&bio);
+                if let (Some(cache), Some(meta)) = (&pool.map_cache, &meta) {
+                    let m = CachedMapping {
+                        block: l.block,
+                        shared: false,
+                    };
+                    cache.put(self.dev_id, vblock, meta.generation(), m);
+                }
                 drop(meta);
                 bio.remap_to(&pool.data, pool.data_sector(l.block, offset))
             }
@@ -303,6 +341,34 @@ impl Target for ThinTarget {
             self.pool.stop_requeue(self.dev_id);
         }
     }
+}
+
+/// Longest run of blocks `map` remaps as one bio from the mapping cache.
+const MAX_CACHED_RUN: u64 = 64;
+
+/// The data block of `vblock` if the cache maps the `n` virtual blocks
+/// from it, in `generation`, to consecutive unshared data blocks.
+fn cached_run(
+    cache: &MapCache<KVVec<Slot>>,
+    dev_id: u64,
+    vblock: u64,
+    n: u64,
+    generation: u64,
+) -> Option<u64> {
+    if n == 0 || n > MAX_CACHED_RUN {
+        return None;
+    }
+    let first = cache.get(dev_id, vblock, generation)?;
+    if first.shared {
+        return None;
+    }
+    for i in 1..n {
+        let m = cache.get(dev_id, vblock.checked_add(i)?, generation)?;
+        if m.shared || Some(m.block) != first.block.checked_add(i) {
+            return None;
+        }
+    }
+    Some(first.block)
 }
 
 impl ThinTarget {
