@@ -511,6 +511,24 @@ static struct bio *dmthin_completion_parent(void (*done)(void *ctx, int err),
 }
 
 /*
+ * Ends a request of several ranges: chains the last bio of a blk-lib
+ * chain (if any) to parent and submits it, ends the plug, records the
+ * first error r in parent and drops the submitter's hold on it.
+ */
+static void dmthin_end_ranges(struct bio *parent, struct bio *bio,
+			      struct blk_plug *plug, int r)
+{
+	if (bio) {
+		bio_chain(bio, parent);
+		submit_bio(bio);
+	}
+	blk_finish_plug(plug);
+	if (r && !parent->bi_status)
+		parent->bi_status = errno_to_blk_status(r);
+	bio_endio(parent);
+}
+
+/*
  * Discards n ranges of bdev (ranges[2i] = first sector, ranges[2i + 1] =
  * sectors) and calls done(ctx, err) once when every discard finished (the
  * first error, or 0).  Returns -ENOMEM without calling done when nothing
@@ -531,14 +549,7 @@ int dmthin_issue_discards(struct block_device *bdev, const u64 *ranges,
 	for (i = 0; i < n && !r; i++)
 		r = __blkdev_issue_discard(bdev, ranges[2 * i], ranges[2 * i + 1],
 					   GFP_NOIO, &bio);
-	if (bio) {
-		bio_chain(bio, parent);
-		submit_bio(bio);
-	}
-	blk_finish_plug(&plug);
-	if (r && !parent->bi_status)
-		parent->bi_status = errno_to_blk_status(r);
-	bio_endio(parent);
+	dmthin_end_ranges(parent, bio, &plug, r);
 	return 0;
 }
 
@@ -653,14 +664,7 @@ int dmthin_issue_zero_ranges(struct block_device *bdev, const u64 *ranges,
 			dmthin_chain_zero_pages(bdev, ranges[2 * i],
 						ranges[2 * i + 1], parent);
 	}
-	if (bio) {
-		bio_chain(bio, parent);
-		submit_bio(bio);
-	}
-	blk_finish_plug(&plug);
-	if (r && !parent->bi_status)
-		parent->bi_status = errno_to_blk_status(r);
-	bio_endio(parent);
+	dmthin_end_ranges(parent, bio, &plug, r);
 	return 0;
 }
 

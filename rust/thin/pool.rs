@@ -1733,20 +1733,7 @@ impl Pool {
             // The write covers the whole block: no zeroing or copying; the
             // write goes to the new block and the mapping is inserted when
             // it is done (upstream `io_overwrites_block`).
-            // Room was reserved above: this cannot fail.
-            let _ = ws.provisions.try_push(p);
-            let mut bio = bio;
-            self.remap(&mut bio, block);
-            // SAFETY: the bio is a thin bio whose per-bio data is a
-            // `ThinBio` (`THIN_BIO_SIZE` bytes, 8-byte aligned by dm core
-            // and by its layout), not hooked; the pool outlives the I/O
-            // (the thin holds a reference on it while its bio is in
-            // flight).
-            unsafe {
-                let pb = bio.per_bio_ptr::<ThinBio>();
-                (*pb).provision = id;
-                bio.submit_hooked(core::ptr::addr_of_mut!((*pb).hook), self);
-            }
+            self.write_to_new_block(ws, p, bio);
             return;
         }
         let to = self.data_sector(block, 0);
@@ -1761,25 +1748,14 @@ impl Pool {
             if let Some(mut job) = j0.take() {
                 job.id = id;
                 let (_, offset) = self.block_of(bio.sector());
-                let len = u64::from(bio.size()) >> 9;
-                let end = offset.saturating_add(len).min(bs);
-                let ranges = [[to, offset], [to.saturating_add(end), bs - end]];
+                let hole = (offset, u64::from(bio.size()) >> 9);
                 self.jobs_outstanding.fetch_add(1, Ordering::AcqRel);
-                match zero_ranges(&*self.data, &ranges, true, job) {
+                match zero_ranges(&*self.data, &self.around(block, hole), true, job) {
                     Ok(()) => {
-                        p.zero_hole = Some((offset, end - offset));
+                        p.zero_hole = Some(hole);
                         // The zeroing and the write itself.
                         p.jobs_left = 2;
-                        // Room was reserved above: this cannot fail.
-                        let _ = ws.provisions.try_push(p);
-                        let mut bio = bio;
-                        self.remap(&mut bio, block);
-                        // SAFETY: as for a whole-block write above.
-                        unsafe {
-                            let pb = bio.per_bio_ptr::<ThinBio>();
-                            (*pb).provision = id;
-                            bio.submit_hooked(core::ptr::addr_of_mut!((*pb).hook), self);
-                        }
+                        self.write_to_new_block(ws, p, bio);
                         return;
                     }
                     Err(job) => {
@@ -1815,6 +1791,9 @@ impl Pool {
         }
         // Zero or copy into the new block, then insert the mapping, then
         // issue.
+        if copy.is_none() && write_zeroes {
+            p.zero_hole = Some((0, 0));
+        }
         p.waiters.push(bio);
         // Room was reserved above: this cannot fail.
         let _ = ws.provisions.try_push(p);
@@ -1829,12 +1808,7 @@ impl Pool {
                 Some((CopyFrom::Origin(dev), from, len)) => {
                     self.kcopyd.copy(dev, from, &self.pool_dev, to, len, job)
                 }
-                None if write_zeroes => {
-                    if let Some(p) = ws.provisions.iter_mut().find(|p| p.id == id) {
-                        p.zero_hole = Some((0, 0));
-                    }
-                    self.start_zero_ranges(&[[to, bs]], true, job);
-                }
+                None if write_zeroes => self.start_zero_ranges(&[[to, bs]], true, job),
                 None => self.start_zero(to, bs, job),
             }
         }
@@ -1896,14 +1870,42 @@ impl Pool {
         ) else {
             return false;
         };
-        let bs = u64::from(self.block_size);
-        let to = self.data_sector(p.data_block, 0);
-        let (off, len) = hole;
-        let end = off.saturating_add(len).min(bs);
         p.jobs_left = p.jobs_left.saturating_add(1);
         self.jobs_outstanding.fetch_add(1, Ordering::AcqRel);
-        self.start_zero_ranges(&[[to, off], [to.saturating_add(end), bs - end]], false, job);
+        self.start_zero_ranges(&self.around(p.data_block, hole), false, job);
         true
+    }
+
+    /// The data device's sectors of block `block` around `hole` (offset
+    /// in the block, count; clipped to the block): what zeroing must
+    /// cover when a bio writes the hole itself.
+    fn around(&self, block: u64, hole: (u64, u64)) -> [[u64; 2]; 2] {
+        let bs = u64::from(self.block_size);
+        let to = self.data_sector(block, 0);
+        let (off, len) = hole;
+        let off = off.min(bs);
+        let end = off.saturating_add(len).min(bs);
+        [[to, off], [to.saturating_add(end), bs - end]]
+    }
+
+    /// Adds provision `p` and sends its write `bio` straight to the new
+    /// block; the bio comes back through its hook when done, and is ended
+    /// after the mapping is inserted.
+    fn write_to_new_block(&self, ws: &mut WorkerState, p: Provision, bio: Bio) {
+        let (id, block) = (p.id, p.data_block);
+        // Room was reserved by `provision`: this cannot fail.
+        let _ = ws.provisions.try_push(p);
+        let mut bio = bio;
+        self.remap(&mut bio, block);
+        // SAFETY: the bio is a thin bio whose per-bio data is a `ThinBio`
+        // (`THIN_BIO_SIZE` bytes, 8-byte aligned by dm core and by its
+        // layout), not hooked; the pool outlives the I/O (the thin holds a
+        // reference on it while its bio is in flight).
+        unsafe {
+            let pb = bio.per_bio_ptr::<ThinBio>();
+            (*pb).provision = id;
+            bio.submit_hooked(core::ptr::addr_of_mut!((*pb).hook), self);
+        }
     }
 
     /// Makes room in `jobs_done` for the results of every job in flight
