@@ -94,8 +94,22 @@ for d in "${SHARES[@]}"; do
 done
 [ "$out_shared" = 1 ] || rwdirs+=(--rwdir "$OUTDIR")
 
+# The guest's root is the host's, read-only, over 9p (--force-9p: the
+# same on every machine, whether a virtiofsd is installed or not).
+# virtme-ng mounts it uncached, so every exec, library load and path lookup
+# is a round trip to QEMU; mounted with cache=loose instead (the last
+# rootflags= wins), a process starts in about half the time (/bin/true
+# 0.15 -> 0.08 s, dmsetup 0.22 -> 0.15 s).  Nothing on the host changes the
+# root's files during a run: results go to the --rwdir/--outdir mounts,
+# which stay uncached.
+kargs="printk.devkmsg=on log_buf_len=16M panic=-1"
+# (DMTHIN_ROOT_CACHE=none keeps virtme-ng's uncached mount.)
+[ "${DMTHIN_ROOT_CACHE:-loose}" = none ] \
+    || kargs+=" rootflags=version=9p2000.L,trans=virtio,access=any,msize=524288,cache=${DMTHIN_ROOT_CACHE:-loose}"
+# DMTHIN_APPEND: more kernel arguments (for experiments).
+kargs+="${DMTHIN_APPEND:+ $DMTHIN_APPEND}"
 vng_args=(--run "$KDIR" --memory "$MEMORY" --cpus "$CPUS" "${rwdirs[@]}"
-          --verbose --append "printk.devkmsg=on log_buf_len=16M panic=-1")
+          --force-9p --verbose --append "$kargs")
 [ "$KVM" = 1 ] || vng_args+=(--disable-kvm)
 [ -z "${DMTHIN_QEMU_OPTS:-}" ] || vng_args+=("--qemu-opts=$DMTHIN_QEMU_OPTS")
 vng_args+=(--exec "$guest_cmd")

@@ -45,7 +45,7 @@ else
 fi
 cd "$KDIR"
 jobs=$(( $(nproc) + 1 ))
-say "building bzImage and modules with -j$jobs (about 8 min on 2 cores)"
+say "building bzImage and modules with -j$jobs (7-8 min on an idle 2-core machine)"
 make "${MAKEVARS[@]}" -j"$jobs" bzImage modules >> "$KERNEL_CACHE/build.log" 2>&1 \
     || { tail -40 "$KERNEL_CACHE/build.log" >&2; die "kernel build failed, log: $KERNEL_CACHE/build.log"; }
 touch "$KERNEL_CACHE/.built"

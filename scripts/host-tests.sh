@@ -14,7 +14,11 @@ bad=$(find rust/pdata -name '*.rs' -print0 | xargs -0 awk '
 say "rustfmt --check (workspace and the module's crate)"
 cargo +"$RUST_VERSION" fmt --all -- --check >/dev/null || die "Rust code is not formatted: run cargo fmt --all and rustfmt --edition 2021 rust/dm_thin_rs_main.rs"
 rustfmt +"$RUST_VERSION" --edition 2021 --check rust/dm_thin_rs_main.rs >/dev/null || die "module code is not formatted: run rustfmt --edition 2021 rust/dm_thin_rs_main.rs"
+# One compilation for both steps: the build uses cargo test's profile and
+# flags, so `cargo test` reuses its artifacts (two profiles compiled the
+# workspace twice).
+export RUSTFLAGS="-D warnings"
 say "cargo build with -D warnings"
-RUSTFLAGS="-D warnings" cargo +"$RUST_VERSION" build --workspace --all-targets -q
+cargo +"$RUST_VERSION" build --workspace --all-targets --profile test -q
 say "cargo test"
 cargo +"$RUST_VERSION" test --workspace 2>&1

@@ -10,7 +10,7 @@
 # Only the workload's window is counted (the guest marks its start and
 # stop in the output directory; boot, set-up and prefill are left out).
 #
-# Usage: scripts/profile-guest.sh <ours|upstream|linear> <prov|randread|randwrite|fsync|discard> [seconds] [top]
+# Usage: scripts/profile-guest.sh <ours|upstream|linear> <prov|randread|randwrite|fsync|discard|exec> [seconds] [top]
 #   seconds: guest time of the workload (default 10); top: lines (default 40)
 # Output: /tmp/dm-thin-rs-logs/profile-<stack>-<workload>-<date>/ with
 # tbprof.txt (address, instructions), kallsyms.txt, profile.txt (printed).

@@ -11,7 +11,8 @@
 # prov (4k random writes, each to a new block, QD32: the replay log
 # prov.log the host wrote), randread, randwrite (4k on provisioned
 # blocks, QD32), fsync (the same with an fsync after each write, QD1),
-# discard (blkdiscard of a provisioned thin, repeated).
+# discard (blkdiscard of a provisioned thin, repeated), exec (100
+# `dmsetup status` commands: what starting a process costs).
 . "$(dirname "$0")/../../lib/common.sh"
 set -u
 STACK=$1 WL=$2 SECS=$3
@@ -63,6 +64,11 @@ case "$WL" in
             prefill; blkdiscard "$T" || fail "blkdiscard"
             echo '{"jobs": []}' > "$OUTDIR/fio.json"
         done ;;
+    exec)
+        # process start-up: `dmsetup status` of the thin, 100 times (the
+        # cost of one command of a guest test; "per I/O" reads per command)
+        for ((i = 0; i < 100; i++)); do dms status thin > /dev/null || fail "dmsetup status"; done
+        echo '{"jobs": [{"read": {"total_ios": 100}}]}' > "$OUTDIR/fio.json" ;;
     *) fail "workload $WL" ;;
 esac
 rc=$?
